@@ -1,0 +1,3 @@
+from ae_batch.cli import main
+
+raise SystemExit(main())

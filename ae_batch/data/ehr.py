@@ -1,0 +1,215 @@
+"""EHR inputs → model features: ICD events → binary phenotype matrix, or a wide table → encoded features.
+
+Every fitted step (phenotype vocabulary and ``min_count`` filter, imputation values, scaling, one-hot
+vocabularies) is fitted on training subjects only; validation and test subjects are only transformed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ae_batch.config import SplitsConfig
+from ae_batch.data.labels import encode_sex
+from ae_batch.data.prepared import PreparedDataset
+from ae_batch.data.splits import make_splits
+from ae_batch.data.tables import clean_ids, read_table, require_columns
+from ae_batch.errors import DataError
+
+_FEMALE_WORDS = {"female", "f", "women", "woman"}
+_MALE_WORDS = {"male", "m", "men", "man"}
+# A text column is "numeric with junk" (an error) rather than categorical when most values parse.
+NUMERIC_JUNK_THRESHOLD = 0.9
+
+
+def _subjects_with_splits(
+    frame: pd.DataFrame, id_column: str, sex_column: str, what: str, path: str, splits: SplitsConfig
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    require_columns(frame, [id_column, sex_column], what, path)
+    ids = clean_ids(frame, id_column, what, path)
+    sex, mapping = encode_sex(frame[sex_column], f"{what} file {path}, column '{sex_column}'")
+    missing_sex = ids[sex.isna().to_numpy()].tolist()
+    if missing_sex:
+        raise DataError(
+            f"{what} file {path}: subject(s) {missing_sex[:5]} have no value in '{sex_column}' "
+            f"({len(missing_sex)} in all); sex is needed for the split and the downstream classifier"
+        )
+    split = make_splits(ids.tolist(), sex.tolist(), splits.val_fraction, splits.test_fraction, splits.seed)
+    subjects = pd.DataFrame({"subject_id": ids.to_numpy(), "split": split.to_numpy(), "sex": sex.to_numpy()})
+    return subjects, mapping
+
+
+def _restriction_of(value: Any) -> str:
+    text = "" if pd.isna(value) else str(value).strip().lower()
+    if text in _FEMALE_WORDS:
+        return "female"
+    if text in _MALE_WORDS:
+        return "male"
+    return ""
+
+
+def build_events_dataset(
+    entry: dict[str, Any], splits: SplitsConfig, name: str = "events"
+) -> PreparedDataset:
+    """Events + subjects + code map → binary subject × phenotype matrix (1 = ever had the phenotype)."""
+    id_col, code_col, sex_col = entry["id_column"], entry["code_column"], entry["sex_column"]
+    map_code, map_phen, map_sex = (
+        entry["map_code_column"],
+        entry["map_phenotype_column"],
+        entry["map_sex_column"],
+    )
+
+    subjects_raw = read_table(entry["subjects"], "subjects", [id_col])
+    subjects, sex_mapping = _subjects_with_splits(
+        subjects_raw, id_col, sex_col, "subjects", entry["subjects"], splits
+    )
+    events = read_table(entry["events"], "events", [id_col, code_col])
+    require_columns(events, [id_col, code_col], "events", entry["events"])
+    code_map = read_table(entry["code_map"], "code map", [map_code, map_phen])
+    require_columns(code_map, [map_code, map_phen], "code map", entry["code_map"])
+
+    events = events[[id_col, code_col]].dropna().astype(str)
+    events[id_col] = events[id_col].str.strip()
+    events[code_col] = events[code_col].str.strip()
+    known = set(subjects["subject_id"])
+    unknown = sorted(set(events[id_col]) - known)
+    if unknown:
+        raise DataError(
+            f"events file {entry['events']}: {len(unknown)} subject(s) not in the subjects file "
+            f"{entry['subjects']}: {unknown[:5]}"
+        )
+
+    cmap = code_map[[map_code, map_phen]].dropna().astype(str)
+    cmap = cmap.assign(**{map_code: cmap[map_code].str.strip(), map_phen: cmap[map_phen].str.strip()})
+    if map_sex in code_map.columns:
+        restriction = code_map[map_sex].map(_restriction_of).reindex(cmap.index)
+    else:
+        restriction = pd.Series("", index=cmap.index)
+    phen_restriction = (
+        pd.DataFrame({"phen": cmap[map_phen], "r": restriction}).groupby("phen")["r"].max().to_dict()
+    )
+
+    mapped = events.merge(cmap, left_on=code_col, right_on=map_code, how="inner")
+    n_unmapped = int((~events[code_col].isin(set(cmap[map_code]))).sum())
+    pairs = mapped[[id_col, map_phen]].drop_duplicates()
+
+    train_ids = set(subjects.loc[subjects["split"] == "train", "subject_id"])
+    train_counts = pairs[pairs[id_col].isin(train_ids)].groupby(map_phen)[id_col].nunique()
+    kept = train_counts[train_counts >= entry["min_count"]].index
+    dropped_rare = sorted(set(pairs[map_phen]) - set(kept))
+    restricted = sorted(p for p in kept if phen_restriction.get(p, ""))
+    if not entry.get("keep_sex_restricted", False):
+        kept = kept.difference(restricted)
+    phenotypes = sorted(kept)
+    if not phenotypes:
+        raise DataError(
+            f"events file {entry['events']}: no phenotype is present in at least min_count="
+            f"{entry['min_count']} training subjects; lower datasets.{name}.min_count"
+        )
+
+    row_of = {s: i for i, s in enumerate(subjects["subject_id"])}
+    col_of = {p: j for j, p in enumerate(phenotypes)}
+    pairs = pairs[pairs[map_phen].isin(col_of)]
+    features = np.zeros((len(subjects), len(phenotypes)), dtype=np.float32)
+    features[pairs[id_col].map(row_of).to_numpy(), pairs[map_phen].map(col_of).to_numpy()] = 1.0
+
+    meta = {
+        "kind": "events",
+        "feature_names": phenotypes,
+        "activation": "sigmoid",
+        "binary_features": True,
+        "sex_mapping": sex_mapping,
+        "n_events": len(events),
+        "n_unmapped_events": n_unmapped,
+        "dropped_rare_phenotypes": len(dropped_rare),
+        "sex_restricted_phenotypes": restricted,
+        "kept_sex_restricted": bool(entry.get("keep_sex_restricted", False)),
+        "min_count": entry["min_count"],
+        "fitted_on": "train",
+    }
+    return PreparedDataset(features=features, subjects=subjects, meta=meta)
+
+
+def _is_numeric_with_junk(col: pd.Series) -> tuple[bool, Any]:
+    present = col.dropna().astype(str).str.strip()
+    present = present[present != ""]
+    if present.empty:
+        return False, None
+    parsed = pd.to_numeric(present, errors="coerce")
+    share = parsed.notna().mean()
+    if NUMERIC_JUNK_THRESHOLD <= share < 1.0:
+        return True, present[parsed.isna()].iloc[0]
+    return False, None
+
+
+def build_tabular_dataset(
+    entry: dict[str, Any], splits: SplitsConfig, name: str = "tabular"
+) -> PreparedDataset:
+    """A one-row-per-subject table → imputed, scaled numeric + one-hot categorical features."""
+    path, id_col, sex_col = entry["path"], entry["id_column"], entry["sex_column"]
+    frame = read_table(path, "table", [id_col])
+    subjects, sex_mapping = _subjects_with_splits(frame, id_col, sex_col, "table", path, splits)
+    unknown_drop = [c for c in entry.get("drop_columns", []) if c not in frame.columns]
+    unknown_cat = [c for c in entry.get("categorical_columns", []) if c not in frame.columns]
+    if unknown_drop or unknown_cat:
+        raise DataError(
+            f"table file {path}: datasets.{name} names column(s) not in the file: {unknown_drop + unknown_cat}"
+        )
+    excluded = {id_col, sex_col, *entry.get("drop_columns", [])}
+    listed_categorical = set(entry.get("categorical_columns", []))
+    train = (subjects["split"] == "train").to_numpy()
+
+    blocks: list[np.ndarray] = []
+    names: list[str] = []
+    fitted: dict[str, Any] = {"numeric": {}, "categorical": {}}
+    dropped: dict[str, str] = {}
+    for col in [c for c in frame.columns if c not in excluded]:
+        values = frame[col]
+        categorical = col in listed_categorical
+        if not categorical and not pd.api.types.is_numeric_dtype(values):
+            junk, example = _is_numeric_with_junk(values)
+            if junk:
+                raise DataError(
+                    f"table file {path}: column '{col}' is numeric but holds text such as {example!r}; "
+                    f"fix the value or list '{col}' in datasets.{name}.categorical_columns"
+                )
+            categorical = True
+        if categorical:
+            text = values.astype("string").str.strip().fillna("__missing__").astype(object)
+            text[text == ""] = "__missing__"
+            vocab = sorted(set(text[train]))
+            onehot = np.stack([(text == level).to_numpy(dtype=np.float32) for level in vocab], axis=1)
+            blocks.append(onehot)
+            names += [f"{col}={level}" for level in vocab]
+            fitted["categorical"][col] = vocab
+        else:
+            numeric = pd.to_numeric(values, errors="coerce").to_numpy(
+                dtype="float64", na_value=np.nan, copy=True
+            )
+            numeric[~np.isfinite(numeric)] = np.nan
+            train_values = numeric[train]
+            if np.isnan(train_values).all():
+                dropped[col] = "no value in any training subject"
+                continue
+            median = float(np.nanmedian(train_values))
+            filled = np.where(np.isnan(numeric), median, numeric)
+            mean, std = float(filled[train].mean()), float(filled[train].std())
+            std = std if std > 0 else 1.0
+            blocks.append(((filled - mean) / std).astype(np.float32)[:, None])
+            names.append(col)
+            fitted["numeric"][col] = {"median": median, "mean": mean, "std": std}
+    if not blocks:
+        raise DataError(f"table file {path}: no feature columns left besides '{id_col}' and '{sex_col}'")
+    meta = {
+        "kind": "tabular",
+        "feature_names": names,
+        "activation": "identity",
+        "binary_features": False,
+        "sex_mapping": sex_mapping,
+        "dropped_columns": dropped,
+        "fitted": fitted,
+        "fitted_on": "train",
+    }
+    return PreparedDataset(features=np.concatenate(blocks, axis=1), subjects=subjects, meta=meta)

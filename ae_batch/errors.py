@@ -1,0 +1,13 @@
+"""Errors a user can act on. Each message names the file, column, subject or config key at fault."""
+
+
+class AeBatchError(Exception):
+    """Base class: the CLI prints these as one clear line instead of a traceback."""
+
+
+class ConfigError(AeBatchError):
+    """A config key is missing, unknown, of the wrong type or out of range."""
+
+
+class DataError(AeBatchError):
+    """Input data is malformed: a missing column, bad values, unknown subjects, unreadable files."""

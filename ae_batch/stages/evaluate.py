@@ -1,0 +1,133 @@
+"""Stage ``evaluate``: test reconstruction, latent diversity and downstream probes of one grid point.
+
+Writes ``eval.json`` (metrics named as the summary columns), ``per_subject.csv`` (recon loss of every
+val/test subject), ``latents.npz`` (val and test latents with subject ids) and ``folds.csv`` (per-fold
+downstream scores). The downstream probes use the **test** subjects' latents only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ae_batch import tracking
+from ae_batch.config import DownstreamConfig, ModelConfig, TrainingConfig
+from ae_batch.data.prepared import load_prepared
+from ae_batch.evaluation.diversity import latent_diversity
+from ae_batch.evaluation.downstream import cv_auroc, cv_regression, summarise_folds
+from ae_batch.evaluation.reconstruction import encode_and_score
+from ae_batch.io import atomic_path, read_json, write_csv, write_json
+from ae_batch.models.factory import build_model
+
+
+def _device(accelerator: str) -> str:
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def downstream_folds(
+    representation: np.ndarray, subjects: pd.DataFrame, downstream: DownstreamConfig
+) -> pd.DataFrame:
+    """Long table (repeat, fold, metric, value) of every probe whose labels exist for these subjects."""
+    frames = []
+    sex = subjects["sex"].to_numpy(dtype=float) if "sex" in subjects else np.full(len(subjects), np.nan)
+    known = ~np.isnan(sex)
+    if known.sum() > 0 and len(np.unique(sex[known])) == 2:
+        f = cv_auroc(
+            representation[known],
+            sex[known],
+            downstream.folds,
+            downstream.repeats,
+            downstream.seed,
+            downstream.C,
+        )
+        frames.append(f.melt(id_vars=["repeat", "fold"], var_name="metric", value_name="value"))
+    if "laterality" in subjects:
+        lat = subjects["laterality"].to_numpy(dtype=float)
+        ok = ~np.isnan(lat)
+        if ok.sum() >= 2 * downstream.folds:
+            f = cv_regression(
+                representation[ok], lat[ok], downstream.folds, downstream.repeats, downstream.seed
+            )
+            frames.append(f.melt(id_vars=["repeat", "fold"], var_name="metric", value_name="value"))
+    if not frames:
+        return pd.DataFrame(columns=["repeat", "fold", "metric", "value"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def fold_summary(folds: pd.DataFrame) -> dict[str, float]:
+    if folds.empty:
+        return {}
+    wide = folds.pivot_table(index=["repeat", "fold"], columns="metric", values="value").reset_index()
+    return summarise_folds(wide)
+
+
+def evaluate_grid_point(
+    prepared_dir: str | Path,
+    train_dir: str | Path,
+    out_dir: str | Path,
+    training: TrainingConfig,
+    model: ModelConfig,
+    downstream: DownstreamConfig,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    out = Path(out_dir)
+    train_dir = Path(train_dir)
+    data = load_prepared(prepared_dir)
+    record = read_json(train_dir / "train.json")
+    torch.set_num_threads(training.threads)
+    net = build_model(model, data.input_shape, data.meta.get("activation", "sigmoid"))
+    net.load_state_dict(
+        torch.load(train_dir / "model.pt", map_location="cpu", weights_only=False)["state_dict"]
+    )
+    device = _device(training.accelerator)
+
+    per_subject, latents = [], {}
+    results: dict[str, Any] = {}
+    test_codes = None
+    for split in ("val", "test"):
+        losses, z, codes = encode_and_score(
+            net, data.split_features(split), training.loss, training.eval_batch_size, device
+        )
+        subjects = data.split_subjects(split)
+        per_subject.append(
+            pd.DataFrame({"subject_id": subjects["subject_id"], "split": split, "recon_loss": losses})
+        )
+        latents[split] = z
+        results[f"{split}_recon_loss"] = float(losses.mean())
+        if split == "test":
+            test_codes = codes
+    results["test_recon_loss_std"] = float(per_subject[-1]["recon_loss"].std(ddof=1))
+    results.update(latent_diversity(latents["test"]))
+    if test_codes is not None and hasattr(net, "codebook"):
+        from ae_batch.evaluation.codebook import codebook_metrics
+
+        results.update(codebook_metrics(test_codes, net.codebook.detach().cpu().numpy()))
+
+    folds = downstream_folds(latents["test"], data.split_subjects("test"), downstream)
+    results.update(fold_summary(folds))
+    results.update({k: record[k] for k in ("dataset", "batch_size", "seed", "mlflow_run_id")})
+
+    write_csv(out / "per_subject.csv", pd.concat(per_subject, ignore_index=True))
+    write_csv(out / "folds.csv", folds)
+    with atomic_path(out / "latents.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            val=latents["val"],
+            test=latents["test"],
+            val_ids=data.split_subjects("val")["subject_id"].to_numpy(str),
+            test_ids=data.split_subjects("test")["subject_id"].to_numpy(str),
+        )
+    run_id = record.get("mlflow_run_id")
+    if tracking_uri and run_id:
+        tracking.log_metrics(tracking_uri, run_id, {k: v for k, v in results.items() if isinstance(v, float)})
+        tracking.log_artifacts(tracking_uri, run_id, [out / "folds.csv"])
+    write_json(out / "eval.json", results)
+    if tracking_uri and run_id:
+        tracking.log_artifacts(tracking_uri, run_id, [out / "eval.json"])
+    return results

@@ -1,0 +1,48 @@
+rule evaluate:
+    input:
+        prepared=f"{RESULTS}/{{dataset}}/prepared/meta.json",
+        train=f"{RESULTS}/{{dataset}}/bs{{batch_size}}/seed{{seed}}/train.json",
+    output:
+        multiext(
+            f"{RESULTS}/{{dataset}}/bs{{batch_size}}/seed{{seed}}/",
+            "eval.json",
+            "per_subject.csv",
+            "latents.npz",
+            "folds.csv",
+        ),
+    params:
+        settings=run_settings,
+        prepared=f"{RESULTS}/{{dataset}}/prepared",
+        out=f"{RESULTS}/{{dataset}}/bs{{batch_size}}/seed{{seed}}",
+    log:
+        f"{LOGS}/evaluate/{{dataset}}_bs{{batch_size}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{dataset}}_bs{{batch_size}}_seed{{seed}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=GPU_PER_JOB,
+    shell:
+        "{AE_BATCH} evaluate --prepared {params.prepared:q} --train-dir {params.out:q} --threads {threads} "
+        "--settings {params.settings:q} --out {params.out:q} 2> {log:q}"
+
+
+rule baselines:
+    input:
+        f"{RESULTS}/{{dataset}}/prepared/meta.json",
+    output:
+        multiext(f"{RESULTS}/{{dataset}}/baselines/", "baselines.json", "baseline_folds.csv"),
+    params:
+        settings=baseline_settings,
+        prepared=f"{RESULTS}/{{dataset}}/prepared",
+        out=f"{RESULTS}/{{dataset}}/baselines",
+    log:
+        f"{LOGS}/baselines/{{dataset}}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "{AE_BATCH} baselines --prepared {params.prepared:q} --dataset {wildcards.dataset} "
+        "--settings {params.settings:q} --out {params.out:q} 2> {log:q}"
