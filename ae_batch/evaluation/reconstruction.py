@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ae_batch.models.systems import per_sample_loss
+from ae_batch.models.losses import per_sample_loss
 
 
 @torch.no_grad()

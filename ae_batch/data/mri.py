@@ -1,0 +1,374 @@
+"""Load an MRI cohort into one ``[N, 1, X, Y, Z]`` float32 array in [0, 1], with sex and laterality.
+
+Order of work, so that every bad input is reported before any training:
+
+1. discover the subjects (:mod:`ae_batch.data.mri_layouts`) and join the subjects CSV, if given;
+2. check every subject's headers: readable, 3D (or 4D with a chosen volume), finite and non-singular
+   affine, segmentation with the image's shape and affine;
+3. per subject: read the voxels (a truncated ``.nii.gz`` fails here, named), refuse NaN/Inf voxels,
+   compute laterality from the segmentation in world coordinates (:mod:`ae_batch.data.laterality`), then
+   preprocess with MONAI: LoadImaged -> EnsureChannelFirstd -> (volume pick for 4D) -> Orientationd(RAS)
+   -> Spacingd(1 mm) -> ScaleIntensityRangePercentilesd(0.5, 99.5 -> [0, 1], clip) -> CropForegroundd
+   (> 0) -> aspect-preserving Resize + symmetric zero pad to ``spatial_size``.
+
+Problems are collected over all subjects and raised together as one DataError whose lines each name the
+subject, the file and what was expected. Every step is per volume: nothing is fitted across subjects, so
+there is nothing to leak between splits.
+
+NaN/Inf policy: an error, naming the subject, file and number of bad voxels. Percentile scaling turns one
+NaN into a whole NaN volume, and silently imputing would hide a broken conversion upstream.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from ae_batch.data.laterality import LATERALITY_DEFINITION, laterality_score
+from ae_batch.data.mri_layouts import (
+    MODALITY_ALIASES,
+    MriSubject,
+    canonical_modality,
+    discover_mri_subjects,
+    msd_channel,
+    resolve_layout,
+    subjects_sex,
+)
+from ae_batch.errors import DataError
+
+__all__ = [
+    "MriCohort",
+    "MriHeader",
+    "MriSubject",
+    "check_mri_headers",
+    "discover_mri_subjects",
+    "load_mri_cohort",
+]
+
+PERCENTILES = (0.5, 99.5)
+_MAX_LISTED = 10
+
+
+@dataclass
+class MriCohort:
+    """Preprocessed volumes and labels, one entry per subject in ``subject_ids`` order.
+
+    ``sex`` holds the raw values (positional RangeIndex, name "sex"), or None when no source gave sex;
+    ``laterality`` is NaN where a subject has no segmentation or an empty one.
+    """
+
+    subject_ids: list[str]
+    volumes: np.ndarray
+    sex: pd.Series | None
+    laterality: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MriHeader:
+    """What the header check learned about one image (shape without a size-1 trailing axis)."""
+
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    orientation: str
+    spacing: tuple[float, ...]
+
+
+def _summarise(problems: list[str]) -> DataError:
+    if len(problems) == 1:
+        return DataError(problems[0])
+    lines = "\n".join(f"  - {p}" for p in problems[:_MAX_LISTED])
+    more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+    return DataError(f"{len(problems)} MRI input problems:\n{lines}{more}")
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost exception's message (MONAI wraps reader errors in RuntimeErrors)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _four_d_hint(layout: str, volumes: int) -> str:
+    if layout == "manifest":
+        return f"add a 'channel' column (0..{volumes - 1}) to the manifest, or set modality to a volume index"
+    if layout == "msd":
+        return "set modality to one of the dataset.json modality names or indices"
+    names = ", ".join(MODALITY_ALIASES)
+    return (
+        f"{layout} keeps one 3D file per modality: set modality to one of {names}, or use layout msd/manifest"
+    )
+
+
+def _squeeze_trailing(shape: tuple[int, ...]) -> tuple[int, ...]:
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def check_mri_headers(subjects: list[MriSubject], layout: str) -> list[MriHeader]:
+    """Check every subject's image and segmentation headers; raise one DataError listing all problems.
+
+    ``layout`` (the resolved one) only shapes the advice given for a 4D image.
+
+    Reads headers only (cheap), so a broken subject at the end of a large cohort is found in seconds.
+    """
+    problems: list[str] = []
+    headers: list[MriHeader] = []
+    for s in subjects:
+        where = f"subject {s.subject_id}: {s.image}"
+        try:
+            img = nib.load(s.image)
+        except Exception as exc:
+            problems.append(
+                f"{where}: cannot read the NIfTI header ({_cause(exc)}); expected a .nii/.nii.gz file"
+            )
+            continue
+        shape = _squeeze_trailing(tuple(int(n) for n in img.shape))
+        if len(shape) == 4 and s.channel is None:
+            problems.append(
+                f"{where}: 4D image with {shape[3]} volumes where one 3D volume was expected: "
+                + _four_d_hint(layout, shape[3])
+            )
+        elif len(shape) == 4 and s.channel >= shape[3]:
+            problems.append(
+                f"{where}: volume index {s.channel} requested but the 4D image has {shape[3]} volumes"
+            )
+        elif len(shape) == 3 and s.channel not in (None, 0):
+            problems.append(f"{where}: volume index {s.channel} requested but the image is 3D {shape}")
+        elif len(shape) not in (3, 4):
+            problems.append(
+                f"{where}: image of shape {shape}; expected a 3D volume (or 4D with a volume index)"
+            )
+        affine = np.asarray(img.affine, dtype=np.float64)
+        if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
+            problems.append(
+                f"{where}: singular or non-finite affine (voxel-to-world matrix {affine[:3, :3].tolist()}); "
+                "expected an invertible qform/sform so orientation and spacing are defined"
+            )
+            continue
+        headers.append(
+            MriHeader(
+                shape=shape,
+                affine=affine,
+                orientation="".join(nib.aff2axcodes(affine)),
+                spacing=tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(axis=0))),
+            )
+        )
+        if s.seg is not None:
+            problems.extend(_check_seg_header(s, shape[:3], affine))
+    if problems:
+        raise _summarise(problems)
+    return headers
+
+
+def _check_seg_header(s: MriSubject, spatial: tuple[int, ...], affine: np.ndarray) -> list[str]:
+    where = f"subject {s.subject_id}: segmentation {s.seg}"
+    try:
+        seg = nib.load(s.seg)
+    except Exception as exc:
+        return [f"{where}: cannot read the NIfTI header ({_cause(exc)})"]
+    seg_shape = _squeeze_trailing(tuple(int(n) for n in seg.shape))
+    if seg_shape != spatial:
+        return [
+            f"{where}: shape {seg_shape} differs from the image {s.image} shape {spatial}; expected the same grid"
+        ]
+    if not np.allclose(seg.affine, affine, atol=1e-3):
+        return [f"{where}: affine differs from the image {s.image} affine; expected co-registered files"]
+    return []
+
+
+def load_mri_cohort(
+    path: Path,
+    layout: str = "auto",
+    modality: str = "t1",
+    subjects_csv: Path | None = None,
+    spatial_size: tuple[int, int, int] = (32, 32, 32),
+    id_column: str = "subject_id",
+    sex_column: str = "sex",
+    *,
+    progress: bool = True,
+) -> MriCohort:
+    """Discover, validate and preprocess an MRI cohort (see the module docstring for each step)."""
+    spatial_size = tuple(int(n) for n in spatial_size)
+    if len(spatial_size) != 3 or min(spatial_size) < 1:
+        raise DataError(f"spatial_size must be three positive sizes, got {spatial_size}")
+    resolved, root = resolve_layout(Path(path), layout)
+    subjects = discover_mri_subjects(root, resolved, modality, id_column=id_column, sex_column=sex_column)
+    if subjects_csv is not None:
+        sex: pd.Series | None = subjects_sex(subjects, Path(subjects_csv), root, id_column, sex_column)
+    elif any(s.sex is not None for s in subjects):
+        sex = pd.Series([s.sex for s in subjects], dtype=object, name="sex")
+    else:
+        sex = None
+    headers = check_mri_headers(subjects, resolved)
+
+    volumes = np.zeros((len(subjects), 1, *spatial_size), dtype=np.float32)
+    laterality = np.full(len(subjects), np.nan)
+    problems: list[str] = []
+    labels: Counter[int] = Counter()
+    start = time.monotonic()
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged  # slow import: only when loading
+
+    loader = Compose(
+        [LoadImaged("image", reader="NibabelReader", image_only=True), EnsureChannelFirstd("image")]
+    )
+    preprocess = _preprocess(spatial_size)
+    for i, s in enumerate(subjects):
+        try:
+            image = _read_image(loader, s)
+            laterality[i], found = _subject_laterality(s, image)
+            labels.update(found)
+            if not problems:
+                volumes[i] = _run(preprocess, image, s)
+        except DataError as exc:
+            problems.append(str(exc))
+        if progress and ((i + 1) % 10 == 0 or i + 1 == len(subjects)):
+            print(
+                f"[mri] {i + 1}/{len(subjects)} subjects ({time.monotonic() - start:.1f} s)", file=sys.stderr
+            )
+    if problems:
+        raise _summarise(problems)
+
+    channels = sorted({s.channel for s in subjects if s.channel is not None})
+    meta: dict[str, Any] = {
+        "kind": "mri",
+        "path": str(root),
+        "layout": resolved,
+        "modality": modality if resolved == "manifest" else _modality_name(root, resolved, modality),
+        "channel": channels[0] if len(channels) == 1 else (channels or None),
+        "spatial_size": list(spatial_size),
+        "orientation": "RAS",
+        "spacing_mm": [1.0, 1.0, 1.0],
+        "intensity_scaling": {
+            "transform": "ScaleIntensityRangePercentilesd",
+            "percentiles": list(PERCENTILES),
+            "range": [0.0, 1.0],
+            "clip": True,
+            "per_volume": True,
+        },
+        "crop": "CropForegroundd: bounding box of voxels > 0 after scaling, 1-voxel margin",
+        "resize": "aspect-preserving Resize to fit spatial_size (area when shrinking, trilinear when "
+        "enlarging), then symmetric zero padding",
+        "fitted_across_subjects": False,
+        "nan_policy": "error: NaN/Inf voxels in the selected image raise a DataError (nothing imputed)",
+        "laterality": LATERALITY_DEFINITION,
+        "laterality_grid": "native file grid (segmentation + image > 0), before any resampling",
+        "seg_labels": sorted(labels),
+        "n_subjects": len(subjects),
+        "n_with_seg": sum(s.seg is not None for s in subjects),
+        "original_orientation": [h.orientation for h in headers],
+        "original_orientation_counts": dict(Counter(h.orientation for h in headers)),
+        "original_spacing_mm": sorted({tuple(round(v, 4) for v in h.spacing) for h in headers}),
+        "subjects_csv": str(subjects_csv) if subjects_csv is not None else None,
+        "monai_version": _monai_version(),
+    }
+    return MriCohort([s.subject_id for s in subjects], volumes, sex, laterality, meta)
+
+
+def _monai_version() -> str:
+    import monai
+
+    return str(monai.__version__)
+
+
+def _modality_name(root: Path, layout: str, modality: str) -> str:
+    if layout == "msd":
+        channel, names = msd_channel(root, modality)
+        return names[str(channel)]
+    return canonical_modality(modality)
+
+
+def _read_image(loader: Any, s: MriSubject) -> Any:
+    """LoadImaged + EnsureChannelFirstd, then the chosen volume; voxel-level checks named by subject."""
+    where = f"subject {s.subject_id}: {s.image}"
+    try:
+        image = loader({"image": str(s.image)})["image"]
+    except Exception as exc:
+        raise DataError(
+            f"{where}: cannot read the voxel data ({_cause(exc)}); the file is truncated or corrupt: "
+            "re-download or re-export it"
+        ) from exc
+    if s.channel is not None:
+        image = image[s.channel : s.channel + 1]
+    data = image.numpy()
+    n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+    if n_bad:
+        raise DataError(f"{where}: {n_bad} NaN/Inf voxel(s) of {data.size}; expected finite intensities")
+    if float(data.max()) <= float(data.min()):
+        raise DataError(f"{where}: every voxel equals {float(data.min())}; expected an image with contrast")
+    return image
+
+
+def _run(preprocess: Any, image: Any, s: MriSubject) -> np.ndarray:
+    try:
+        return preprocess(image)
+    except Exception as exc:  # MONAI errors name neither the subject nor the file
+        raise DataError(f"subject {s.subject_id}: {s.image}: preprocessing failed ({_cause(exc)})") from exc
+
+
+def _subject_laterality(s: MriSubject, image: Any) -> tuple[float, list[int]]:
+    """Laterality on the native grid: seg > 0 against the image > 0 brain mask, sides from the affine."""
+    if s.seg is None:
+        return float("nan"), []
+    where = f"subject {s.subject_id}: segmentation {s.seg}"
+    try:
+        seg = np.asanyarray(nib.load(s.seg).dataobj)
+    except Exception as exc:
+        raise DataError(
+            f"{where}: cannot read the voxel data ({_cause(exc)}); the file is truncated or corrupt"
+        ) from exc
+    seg = seg.reshape(seg.shape[:3])
+    if not np.all(np.isfinite(seg)) or np.any(seg < 0) or np.any(seg != np.round(seg)):
+        raise DataError(f"{where}: expected non-negative integer labels")
+    seg = seg.astype(np.int64)
+    found = np.flatnonzero(np.bincount(seg.ravel())).tolist()
+    brain = image[0].numpy() > 0
+    affine = np.asarray(image.affine, dtype=np.float64)
+    score = laterality_score(seg, affine, brain if brain.any() else None)
+    return score, found
+
+
+def _preprocess(spatial_size: tuple[int, int, int]) -> Any:
+    from monai.transforms import (
+        Compose,
+        CropForegroundd,
+        Orientationd,
+        Resize,
+        ScaleIntensityRangePercentilesd,
+        Spacingd,
+        SpatialPad,
+    )
+
+    chain = Compose(
+        [
+            # Explicit RAS labels: NibabelReader affines are RAS (this also silences a MONAI FutureWarning).
+            Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+            Spacingd("image", pixdim=(1.0, 1.0, 1.0), mode="bilinear"),
+            ScaleIntensityRangePercentilesd(
+                "image", lower=PERCENTILES[0], upper=PERCENTILES[1], b_min=0.0, b_max=1.0, clip=True
+            ),
+            CropForegroundd("image", source_key="image", margin=1, allow_smaller=True),
+        ]
+    )
+    target = np.asarray(spatial_size, dtype=np.float64)
+    pad = SpatialPad(spatial_size, method="symmetric", mode="constant")
+
+    def run(image: Any) -> np.ndarray:
+        out = chain({"image": image})["image"]
+        shape = np.asarray(out.shape[1:], dtype=np.float64)
+        scale = float(np.min(target / shape))
+        size = tuple(int(n) for n in np.clip(np.round(shape * scale), 1, target))
+        out = Resize(size, mode="area" if scale <= 1.0 else "trilinear")(out)
+        out = pad(out)
+        return np.clip(np.asarray(out.numpy(), dtype=np.float32), 0.0, 1.0)
+
+    return run
