@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/synthesize.smk"
 include: "workflow/rules/prepare.smk"
@@ -25,3 +28,5 @@ rule all:
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/stats.csv",
         f"{RESULTS}/baselines.csv",
+        f"{RESULTS}/config.resolved.yaml",
+        f"{RESULTS}/figures/metric_vs_batch_size",

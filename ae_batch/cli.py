@@ -106,7 +106,21 @@ def _cmd_aggregate(a: argparse.Namespace) -> None:
     from ae_batch.stages.aggregate import aggregate
 
     s = a.settings or {}
-    aggregate(a.runs, a.baselines, a.out, study=s.get("study", "default"), tracking_uri=s.get("tracking_uri"))
+    aggregate(
+        a.runs,
+        a.baselines,
+        a.out,
+        study=s.get("study", "default"),
+        tracking_uri=s.get("tracking_uri"),
+        config=s.get("config"),
+    )
+
+
+def _cmd_figures(a: argparse.Namespace) -> None:
+    from ae_batch.stages.figures import make_figures
+
+    s = a.settings or {}
+    make_figures(a.study_dir, study=s.get("study", "default"), tracking_uri=s.get("tracking_uri"))
 
 
 def _cmd_check_config(a: argparse.Namespace) -> None:
@@ -183,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--baselines", nargs="*", default=[])
     sp.add_argument("--settings", type=_settings)
     sp.add_argument("--out", required=True)
+
+    sp = add("figures", _cmd_figures, "figures of a study from summary.csv, baselines.csv and the grid points")
+    sp.add_argument("--study-dir", required=True, help="results/<study>")
+    sp.add_argument("--settings", type=_settings)
 
     sp = add("check-config", _cmd_check_config, "validate a config file and print it resolved, with defaults")
     sp.add_argument("config")

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from ae_batch import tracking
-from ae_batch.io import read_json, write_csv
+from ae_batch.io import read_json, write_csv, write_text
 
 SUMMARY_COLUMNS = [
     "dataset",
@@ -98,8 +99,11 @@ def aggregate(
     out_dir: str | Path,
     study: str,
     tracking_uri: str | None = None,
+    config: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     out = Path(out_dir)
+    if config is not None:
+        write_text(out / "config.resolved.yaml", yaml.safe_dump(config, sort_keys=False))
     summary, folds = collect_summary(run_dirs)
     baselines = collect_baselines(baseline_files)
     stats = compute_study_stats(summary, folds)

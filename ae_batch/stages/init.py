@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ae_batch.config import ModelConfig
 from ae_batch.data.prepared import load_prepared
-from ae_batch.io import atomic_path
+from ae_batch.io import save_torch
 from ae_batch.models.factory import build_model
+
+CODEBOOK_INIT_SUBJECTS = 64
 
 
 def file_sha256(path: str | Path) -> str:
@@ -22,14 +25,19 @@ def init_model(prepared_dir: str | Path, out_path: str | Path, seed: int, model:
     data = load_prepared(prepared_dir, mmap=True)
     torch.manual_seed(seed)
     net = build_model(model, data.input_shape, data.meta.get("activation", "sigmoid"))
+    if hasattr(net, "initialise_codebook"):
+        # A VQ codebook seeded from data must not depend on the batch size (a lazy first-batch init would
+        # see 1 volume at batch size 1 and 128 at 128): seed it here from a fixed set of training subjects.
+        fixed = torch.from_numpy(np.asarray(data.split_features("train")[:CODEBOOK_INIT_SUBJECTS]))
+        with torch.no_grad():
+            net.initialise_codebook(fixed)
     payload = {
         "state_dict": net.state_dict(),
         "seed": seed,
         "model": model.__dict__,
         "input_shape": data.input_shape,
     }
-    with atomic_path(out_path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(out_path, payload)
     return file_sha256(out_path)
 
 

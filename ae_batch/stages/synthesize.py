@@ -14,7 +14,8 @@ def synthesize(kind: str, out_dir: str | Path, n_subjects: int, seed: int, **kwa
     elif kind == "mri":
         from ae_batch.data.synthetic_mri import synthesize_mri_cohort
 
-        synthesize_mri_cohort(Path(out_dir), n_subjects=n_subjects, seed=seed, **kwargs)  # type: ignore[arg-type]
+        shape = tuple(kwargs.pop("shape", (48, 56, 40)))  # type: ignore[arg-type]
+        synthesize_mri_cohort(Path(out_dir), n_subjects=n_subjects, shape=shape, seed=seed)  # type: ignore[arg-type]
     else:
         raise ValueError(f"unknown synthetic cohort kind {kind!r}; expected 'ehr' or 'mri'")
     print(f"synthesized {kind} cohort of {n_subjects} subjects in {out_dir}", file=sys.stderr)

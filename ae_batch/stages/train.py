@@ -22,7 +22,7 @@ from ae_batch import tracking
 from ae_batch.config import ModelConfig, TrainingConfig
 from ae_batch.data.prepared import load_prepared
 from ae_batch.errors import ConfigError
-from ae_batch.io import atomic_path, write_csv, write_json
+from ae_batch.io import save_torch, write_csv, write_json
 from ae_batch.stages.init import file_sha256, load_initial_model
 
 
@@ -152,8 +152,7 @@ def train_grid_point(
             "threads": training.threads,
             "mlflow_run_id": run_id,
         }
-        with atomic_path(out / "model.pt") as tmp:
-            torch.save({"state_dict": system.best_state, "best_epoch": system.best_epoch}, tmp)
+        save_torch(out / "model.pt", {"state_dict": system.best_state, "best_epoch": system.best_epoch})
         write_csv(out / "history.csv", history)
         if tracking_uri and run_id:
             tracking.log_history(tracking_uri, run_id, system.history)

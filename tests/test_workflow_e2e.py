@@ -1,0 +1,157 @@
+"""The real Snakemake DAG on a tiny config, in a temporary directory, checked through its outputs and MLflow.
+
+Two datasets: the synthetic ICD events cohort (made by the workflow's synthesize rule) and a user's own
+wide EHR CSV outside data_synthetic/ (kind: tabular), passed with --configfile so the default datasets
+must not run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ae_batch.data.synthetic_ehr import synthesize_ehr_cohort
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+TINY = {
+    "study": "tiny",
+    "batch_sizes": [2, 32],
+    "seeds": [0, 1],
+    "training": {"max_epochs": 3},
+    "model": {"hidden_dims": [32], "latent_dim": 4},
+    "downstream": {"folds": 3, "repeats": 1},
+    "synthetic": {"ehr": {"n_subjects": 160, "n_phenotypes": 30, "seed": 3}},
+    "datasets": {
+        "icd": {
+            "kind": "events",
+            "events": "data_synthetic/ehr/events.csv",
+            "subjects": "data_synthetic/ehr/subjects.csv",
+            "code_map": "data_synthetic/ehr/code_map.csv",
+            "min_count": 3,
+        },
+        "wide": {"kind": "tabular", "path": "mydata/ehr.csv", "drop_columns": ["n_phenotypes"]},
+    },
+}
+
+
+def run_snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ.get('PATH', '')}"}
+    return subprocess.run(
+        [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--configfile", "tiny.yaml", "--cores", "2", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("study")
+    synthesize_ehr_cohort(work / "mydata_src", n_subjects=150, n_phenotypes=20, seed=5)
+    (work / "mydata").mkdir()
+    (work / "mydata_src" / "tabular.csv").rename(work / "mydata" / "ehr.csv")
+    (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    result = run_snakemake(work)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return work
+
+
+@pytest.mark.slow
+def test_summary_has_one_row_per_grid_point(study: Path) -> None:
+    summary = pd.read_csv(study / "results/tiny/summary.csv")
+    assert sorted(summary["dataset"].unique()) == ["icd", "wide"]  # not the default ehr_synthetic
+    assert len(summary) == 2 * 2 * 2
+    assert set(zip(summary["batch_size"], summary["seed"], strict=True)) == {(2, 0), (2, 1), (32, 0), (32, 1)}
+    # Fixed epochs: steps follow ceil(n_train / batch) per epoch.
+    n_train = summary["steps_per_epoch"] * summary["batch_size"]
+    assert (summary["epochs"] == 3).all()
+    assert (summary["steps"] == 3 * summary["steps_per_epoch"]).all()
+    assert ((n_train - summary["batch_size"] < summary["steps_per_epoch"] * 0 + n_train)).all()
+    for col in ("test_recon_loss", "val_recon_loss", "latent_effective_rank", "sex_auroc_mean", "samples_per_second"):
+        assert summary[col].notna().all(), col
+    assert summary["sex_auroc_mean"].between(0, 1).all()
+    assert summary["latent_effective_rank"].between(1, 4).all()  # latent_dim 4
+    assert summary["laterality_r2_mean"].isna().all()  # EHR: MRI-only columns empty
+    # Smaller batch = more steps at fixed epochs.
+    for _, part in summary.groupby(["dataset", "seed"]):
+        steps = part.set_index("batch_size")["steps"]
+        assert steps[2] > steps[32]
+
+
+@pytest.mark.slow
+def test_same_initial_state_across_batch_sizes(study: Path) -> None:
+    import json
+
+    for dataset in ("icd", "wide"):
+        for seed in (0, 1):
+            digests = {
+                json.loads((study / f"results/tiny/{dataset}/bs{b}/seed{seed}/train.json").read_text())["init_sha256"]
+                for b in (2, 32)
+            }
+            assert len(digests) == 1
+
+
+@pytest.mark.slow
+def test_baselines_folds_and_stats(study: Path) -> None:
+    baselines = pd.read_csv(study / "results/tiny/baselines.csv")
+    assert set(zip(baselines["dataset"], baselines["representation"], strict=True)) == {
+        ("icd", "raw"),
+        ("icd", "pca4"),
+        ("wide", "raw"),
+        ("wide", "pca4"),
+    }
+    folds = pd.read_csv(study / "results/tiny/folds.csv")
+    # 3 folds × 1 repeat per grid point, sex AUROC only.
+    assert len(folds) == 8 * 3
+    assert set(folds["metric"]) == {"sex_auroc"}
+    stats = pd.read_csv(study / "results/tiny/stats.csv")
+    assert {"friedman", "wilcoxon", "spearman_trend"} <= set(stats["test"])
+    # 2 seeds cannot give a meaningful Wilcoxon p: the table says so instead of printing one.
+    wil = stats[(stats["test"] == "wilcoxon") & (stats["metric"] == "test_recon_loss")]
+    assert wil["p_value"].isna().all() and wil["note"].str.contains("cannot reach").all()
+
+
+@pytest.mark.slow
+def test_mlflow_parent_and_child_runs(study: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    summary = pd.read_csv(study / "results/tiny/summary.csv")
+    client = MlflowClient(tracking_uri=f"sqlite:///{study / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tiny")
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = {r.info.run_id: r for r in runs if r.data.tags.get("ae_batch.level") == "dataset"}
+    children = [r for r in runs if r.data.tags.get("ae_batch.level") == "grid_point"]
+    assert sorted(r.info.run_name for r in parents.values()) == ["icd", "wide"]
+    assert len(children) == 8
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] in parents
+        row = summary[summary["mlflow_run_id"] == child.info.run_id].iloc[0]
+        assert child.data.params["batch_size"] == str(row["batch_size"])
+        assert child.data.params["dataset"] == row["dataset"]
+        assert child.data.params["training.learning_rate"] == "0.001"
+        assert np.isclose(child.data.metrics["test_recon_loss"], row["test_recon_loss"])
+        assert np.isclose(child.data.metrics["sex_auroc_mean"], row["sex_auroc_mean"])
+        history = client.get_metric_history(child.info.run_id, "val/loss")
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3]
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"history.csv", "eval.json", "folds.csv"} <= artifacts
+
+
+@pytest.mark.slow
+def test_rerun_is_a_no_op(study: Path) -> None:
+    result = run_snakemake(study, "-n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
