@@ -11,3 +11,7 @@ class ConfigError(AeBatchError):
 
 class DataError(AeBatchError):
     """Input data is malformed: a missing column, bad values, unknown subjects, unreadable files."""
+
+
+class TrainingError(AeBatchError):
+    """Training failed in a way the user can act on (e.g. the loss diverged)."""

@@ -97,7 +97,9 @@ def tiny_prepared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from ae_batch.data.prepared import save_prepared
 
     root = tmp_path_factory.mktemp("tiny_prepared")
-    cohort = Cohort(root / "raw", synthesize_ehr_cohort(root / "raw", n_subjects=120, n_phenotypes=20, seed=3))
+    cohort = Cohort(
+        root / "raw", synthesize_ehr_cohort(root / "raw", n_subjects=120, n_phenotypes=20, seed=3)
+    )
     events = build_events_dataset(events_entry(cohort, min_count=2), SplitsConfig())
     save_prepared(root / "events", events)
     tabular = build_tabular_dataset(

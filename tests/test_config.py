@@ -119,7 +119,9 @@ def _ehr_with(**extra: Any) -> dict[str, Any]:
         "missing-batch-sizes",
     ],
 )
-def test_invalid_config_names_the_key(raw: dict[str, Any], key_path: str, detail: str, tmp_path: Path) -> None:
+def test_invalid_config_names_the_key(
+    raw: dict[str, Any], key_path: str, detail: str, tmp_path: Path
+) -> None:
     with pytest.raises(ConfigError) as info:
         resolve_config(raw, tmp_path)
     message = str(info.value)

@@ -165,7 +165,14 @@ def test_min_count_counts_training_subjects_only(tmp_path: Path, make_entry: Any
 
 @pytest.mark.parametrize(
     ("female", "male"),
-    [("Female", "Male"), ("F", "M"), ("female", "male"), (" FEMALE ", "MALE"), ("women", "men"), ("woman", "man")],
+    [
+        ("Female", "Male"),
+        ("F", "M"),
+        ("female", "male"),
+        (" FEMALE ", "MALE"),
+        ("women", "men"),
+        ("woman", "man"),
+    ],
 )
 def test_code_map_sex_spellings(tmp_path: Path, make_entry: Any, female: str, male: str) -> None:
     code_map = CODE_MAP.assign(sex=["", "", "", female, male, ""])
@@ -321,3 +328,29 @@ def test_missing_file(tmp_path: Path, make_entry: Any) -> None:
     with pytest.raises(DataError) as info:
         build_events_dataset(entry_for(make_entry, paths, min_count=1), SPLITS)
     assert "not found" in str(info.value) and paths["code_map"] in str(info.value)
+
+
+# --- the prepared on-disk contract ------------------------------------------------------------------
+
+
+def test_prepare_stage_round_trip_keeps_text_ids(tmp_path: Path, make_entry: Any) -> None:
+    from ae_batch.data.prepared import load_prepared
+    from ae_batch.errors import ConfigError
+    from ae_batch.stages.prepare import prepare_dataset
+
+    ids = ["007", "7", *[f"z{i}" for i in range(8)]]
+    entry = entry_for(make_entry, write_cohort(tmp_path / "raw", ids=ids), min_count=1)
+    out = tmp_path / "prepared"
+    built = prepare_dataset("ehr", entry, SPLITS, out, max_batch_size=6)
+    assert sorted(p.name for p in out.iterdir()) == ["features.npy", "meta.json", "subjects.csv"]
+    loaded = load_prepared(out)
+    assert list(loaded.subjects["subject_id"]) == ids  # "007" stays "007"
+    assert list(loaded.subjects["split"]) == list(built.subjects["split"])
+    np.testing.assert_array_equal(loaded.features, built.features)
+    contract = loaded.meta["input_contract"]
+    assert contract["shape"] == [2] and contract["dtype"] == "float32"
+    assert contract["n_subjects"] == {"train": 6, "val": 2, "test": 2}
+    assert (contract["min"], contract["max"]) == (0.0, 1.0)
+    assert loaded.meta["dataset"] == "ehr" and loaded.meta["fitted_on"] == "train"
+    with pytest.raises(ConfigError, match="batch_sizes: 7 is larger than the 6 training subjects"):
+        prepare_dataset("ehr", entry, SPLITS, tmp_path / "p2", max_batch_size=7)

@@ -76,9 +76,7 @@ def feature(data: Any, name: str) -> np.ndarray:
 
 def test_imputation_scaling_one_hot_values(tmp_path: Path, make_entry: Any, table: Any) -> None:
     frame, split = table
-    data = build(
-        tmp_path, make_entry, frame, categorical_columns=["site_code"], drop_columns=["notes_id"]
-    )
+    data = build(tmp_path, make_entry, frame, categorical_columns=["site_code"], drop_columns=["notes_id"])
     train = (split == "train").to_numpy()
     assert list(data.subjects["split"]) == list(split)
     assert data.meta["feature_names"] == [

@@ -106,7 +106,9 @@ def test_shuffle_order_ignores_the_global_rng() -> None:
 
 @pytest.mark.parametrize("batch_size", [1, 7, 50])
 @pytest.mark.parametrize("chunk_samples", [10, 256])
-def test_chunked_batches_cover_every_sample_once_in_shuffle_order(batch_size: int, chunk_samples: int) -> None:
+def test_chunked_batches_cover_every_sample_once_in_shuffle_order(
+    batch_size: int, chunk_samples: int
+) -> None:
     n, seed = 50, 4
     x = torch.arange(n, dtype=torch.float32)[:, None].repeat(1, 3)  # row i holds the value i
     loader = ChunkedBatches(x, batch_size, seed, chunk_samples=chunk_samples)

@@ -117,7 +117,9 @@ def test_documented_sex_auroc_on_the_default_cohort(default_ehr_cohort, make_eve
     """
     # One build with the restricted phenotypes kept; dropping them is then a column selection (the
     # default build's drop is tested on the small cohort in test_ehr_events.py).
-    kept = build_events_dataset(make_events_entry(default_ehr_cohort, keep_sex_restricted=True), SplitsConfig())
+    kept = build_events_dataset(
+        make_events_entry(default_ehr_cohort, keep_sex_restricted=True), SplitsConfig()
+    )
     restricted = set(kept.meta["sex_restricted_phenotypes"])
     assert kept.features.shape[0] == 2000
     assert len(restricted) == N_FEMALE_ONLY + N_MALE_ONLY

@@ -112,7 +112,9 @@ def test_checkpoint_holds_the_best_epoch_weights(run: dict[str, Any], tiny_prepa
     assert abs(loss - last_val) > 1e-4
 
 
-def test_same_config_twice_is_identical(run: dict[str, Any], tiny_prepared: Any, init_path: Path, tmp_path: Path) -> None:
+def test_same_config_twice_is_identical(
+    run: dict[str, Any], tiny_prepared: Any, init_path: Path, tmp_path: Path
+) -> None:
     record = _train(tiny_prepared, init_path, tmp_path)
     history = pd.read_csv(tmp_path / "history.csv")
     pd.testing.assert_frame_equal(history[LOSS_COLUMNS], run["history"][LOSS_COLUMNS], check_exact=True)
@@ -185,3 +187,32 @@ def test_matches_a_hand_written_torch_loop(tiny_prepared: Any, init_path: Path, 
         opt.step()
     diff = max((other.state_dict()[k] - lightning_state[k]).abs().max().item() for k in lightning_state)
     assert diff > 1e-5
+
+
+def test_validation_loss_does_not_depend_on_eval_batch_size(
+    run: dict[str, Any], tiny_prepared: Any, init_path: Path, tmp_path: Path
+) -> None:
+    # 18 validation subjects in batches of 5 (5+5+5+3): the epoch loss must be the per-subject mean
+    _train(tiny_prepared, init_path, tmp_path, eval_batch_size=5)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert int(load_prepared(tiny_prepared["events"]).mask("val").sum()) == 18
+    pd.testing.assert_series_equal(history["val_loss"], run["history"]["val_loss"], rtol=1e-6)
+
+
+def test_diverged_run_never_writes_a_checkpoint_without_weights(tiny_prepared: Any, tmp_path: Path) -> None:
+    from ae_batch.errors import AeBatchError
+
+    init = tmp_path / "init.pt"
+    init_model(tiny_prepared["tabular"], init, 0, MODEL)
+    training = replace(TRAINING, max_epochs=2, learning_rate=1e6, optimizer="sgd")
+    try:
+        record = train_grid_point(
+            tiny_prepared["tabular"], init, tmp_path / "out", "tab", 4, 0, training, MODEL, progress=False
+        )
+    except AeBatchError:
+        assert not (tmp_path / "out" / "model.pt").exists()
+        return  # refusing with a clear error is fine
+    payload = torch.load(tmp_path / "out" / "model.pt", weights_only=False)
+    assert payload["state_dict"] is not None
+    assert 1 <= record["best_epoch"] <= record["epochs"]
+    assert math.isfinite(record["val_recon_loss"])

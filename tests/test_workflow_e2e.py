@@ -74,10 +74,8 @@ def test_summary_has_one_row_per_grid_point(study: Path) -> None:
     assert len(summary) == 2 * 2 * 2
     assert set(zip(summary["batch_size"], summary["seed"], strict=True)) == {(2, 0), (2, 1), (32, 0), (32, 1)}
     # Fixed epochs: steps follow ceil(n_train / batch) per epoch.
-    n_train = summary["steps_per_epoch"] * summary["batch_size"]
     assert (summary["epochs"] == 3).all()
     assert (summary["steps"] == 3 * summary["steps_per_epoch"]).all()
-    assert ((n_train - summary["batch_size"] < summary["steps_per_epoch"] * 0 + n_train)).all()
     for col in ("test_recon_loss", "val_recon_loss", "latent_effective_rank", "sex_auroc_mean", "samples_per_second"):
         assert summary[col].notna().all(), col
     assert summary["sex_auroc_mean"].between(0, 1).all()

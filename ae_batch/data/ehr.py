@@ -132,16 +132,32 @@ def build_events_dataset(
     return PreparedDataset(features=features, subjects=subjects, meta=meta)
 
 
-def _is_numeric_with_junk(col: pd.Series) -> tuple[bool, Any]:
-    present = col.dropna().astype(str).str.strip()
-    present = present[present != ""]
-    if present.empty:
-        return False, None
-    parsed = pd.to_numeric(present, errors="coerce")
-    share = parsed.notna().mean()
-    if NUMERIC_JUNK_THRESHOLD <= share < 1.0:
-        return True, present[parsed.isna()].iloc[0]
-    return False, None
+def _column_is_categorical(values: pd.Series, train: np.ndarray, col: str, path: str, name: str) -> bool:
+    """Numeric or categorical, decided on the training rows; junk text in a numeric column is an error.
+
+    A text column whose values all parse as numbers (e.g. parquet strings) is numeric. One that mostly
+    parses (≥ 90% of the training values) but holds some text is refused, naming the column and a value,
+    since a typo would otherwise silently turn a lab value into a one-hot category.
+    """
+    if pd.api.types.is_numeric_dtype(values):
+        return False
+    text = values.astype("string").str.strip()
+    present = text.notna() & (text != "")
+    parses = pd.to_numeric(text.where(present), errors="coerce").notna()
+    train_present = present.to_numpy() & train
+    if train_present.sum() == 0:
+        return True
+    share = parses.to_numpy()[train_present].mean()
+    if share < NUMERIC_JUNK_THRESHOLD:
+        return True
+    junk = text[present & ~parses]
+    if not junk.empty:
+        raise DataError(
+            f"table file {path}: column '{col}' is numeric but holds text such as {junk.iloc[0]!r} "
+            f"(subject row {int(junk.index[0])}); fix the value or list '{col}' in "
+            f"datasets.{name}.categorical_columns"
+        )
+    return False
 
 
 def build_tabular_dataset(
@@ -167,15 +183,7 @@ def build_tabular_dataset(
     dropped: dict[str, str] = {}
     for col in [c for c in frame.columns if c not in excluded]:
         values = frame[col]
-        categorical = col in listed_categorical
-        if not categorical and not pd.api.types.is_numeric_dtype(values):
-            junk, example = _is_numeric_with_junk(values)
-            if junk:
-                raise DataError(
-                    f"table file {path}: column '{col}' is numeric but holds text such as {example!r}; "
-                    f"fix the value or list '{col}' in datasets.{name}.categorical_columns"
-                )
-            categorical = True
+        categorical = col in listed_categorical or _column_is_categorical(values, train, col, path, name)
         if categorical:
             text = values.astype("string").str.strip().fillna("__missing__").astype(object)
             text[text == ""] = "__missing__"

@@ -27,6 +27,7 @@ def make_splits(
     Subjects with a missing stratum (NaN) are split without stratification alongside the others.
     """
     ids = pd.Index([str(s) for s in subject_ids], name="subject_id")
+    # Splits depend on the set of subjects, not on the row order of the input file.
     if ids.has_duplicates:
         dup = ids[ids.duplicated()].unique()[:5].tolist()
         raise DataError(f"duplicate subject ids: {dup}")
@@ -40,18 +41,21 @@ def make_splits(
     n_val = max(1, round(n * val_fraction))
     if n - n_test - n_val < 2:
         raise DataError(f"only {n} subjects: too few for a train/val/test split")
+    order = np.argsort(ids.to_numpy(dtype=str), kind="stable")
     labels = None
     if strata is not None:
         labels = pd.Series(list(strata), index=ids).astype(object)
-        labels = labels.where(labels.notna(), "__missing__").astype(str)
-        if labels.value_counts().min() < 3:
-            labels = None  # a stratum too small to split: fall back to a plain random split
+        labels = labels.where(labels.notna(), "__missing__").astype(str).to_numpy()[order]
+        counts = pd.Series(labels).value_counts()
+        # Stratify only where every stratum can appear in every split; else a plain random split.
+        if counts.min() < 3 or min(n_test, n_val) < len(counts):
+            labels = None
     positions = np.arange(n)
-    rest, test = train_test_split(
-        positions, test_size=n_test, random_state=seed, stratify=None if labels is None else labels.to_numpy()
-    )
-    rest_labels = None if labels is None else labels.to_numpy()[rest]
+    rest, test = train_test_split(positions, test_size=n_test, random_state=seed, stratify=labels)
+    rest_labels = None if labels is None else labels[rest]
+    if rest_labels is not None and pd.Series(rest_labels).value_counts().min() < 2:
+        rest_labels = None
     train, val = train_test_split(rest, test_size=n_val, random_state=seed + 1, stratify=rest_labels)
     split = np.empty(n, dtype=object)
-    split[train], split[val], split[test] = "train", "val", "test"
+    split[order[train]], split[order[val]], split[order[test]] = "train", "val", "test"
     return pd.Series(split, index=ids, name="split")

@@ -17,6 +17,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 from ae_batch.models.components import AutoencoderOutput
 from ae_batch.models.losses import per_sample_loss
@@ -90,12 +91,20 @@ class AutoencoderSystem(pl.LightningModule):
         opt = self.optimizers().optimizer
         for x in chunk:
             opt.zero_grad(set_to_none=True)
-            loss, recon = self.loss_terms(x)
+            out = self.model(x)
+            # The mean over all elements equals the mean of per-sample means (same size per sample).
+            recon = self._batch_loss(out.recon, x)
+            loss = recon + out.aux_loss if out.aux_loss.requires_grad else recon
             loss.backward()
             opt.step()
-            self._train_sum += recon.detach().sum()
+            self._train_sum += recon.detach() * len(x)
             self._train_n += len(x)
         self.optimizer_steps += len(chunk)
+
+    def _batch_loss(self, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.loss == "mse":
+            return F.mse_loss(recon, x)
+        return F.binary_cross_entropy(recon.clamp(1e-7, 1 - 1e-7), x)
 
     # --- validation -----------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:

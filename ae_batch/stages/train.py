@@ -21,7 +21,7 @@ import torch
 from ae_batch import tracking
 from ae_batch.config import ModelConfig, TrainingConfig
 from ae_batch.data.prepared import load_prepared
-from ae_batch.errors import ConfigError
+from ae_batch.errors import ConfigError, TrainingError
 from ae_batch.io import save_torch, write_csv, write_json
 from ae_batch.stages.init import file_sha256, load_initial_model
 
@@ -132,6 +132,12 @@ def train_grid_point(
         started = time.perf_counter()
         trainer.fit(system, datamodule=module)
         wall = time.perf_counter() - started
+        if system.best_state is None:
+            raise TrainingError(
+                f"dataset '{dataset}', batch size {batch_size}, seed {seed}: the validation loss was not finite "
+                f"at any of {training.max_epochs} epochs (training diverged); lower training.learning_rate "
+                f"({training.learning_rate})"
+            )
         history = pd.DataFrame(system.history)
         record = {
             "dataset": dataset,

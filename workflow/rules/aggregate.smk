@@ -13,7 +13,7 @@ rule aggregate:
         settings=json.dumps({"study": STUDY, "tracking_uri": TRACKING_URI, "config": CFG}, sort_keys=True),
     log:
         f"{LOGS}/aggregate.log",
-    threads: 1
+    threads: CPU_CLAIM
     resources:
         mem_mb=4000,
         runtime=30,
@@ -55,7 +55,7 @@ rule figures:
         settings=json.dumps({"study": STUDY, "tracking_uri": TRACKING_URI}, sort_keys=True),
     log:
         f"{LOGS}/figures.log",
-    threads: 1
+    threads: CPU_CLAIM
     resources:
         mem_mb=4000,
         runtime=30,

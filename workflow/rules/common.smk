@@ -30,6 +30,17 @@ BATCH_SIZES = CFG["batch_sizes"]
 SEEDS = CFG["seeds"]
 TRACKING_URI = CFG["mlflow"]["tracking_uri"]
 TRAIN_THREADS = CFG["training"]["threads"]
+# Each job runs torch with `training.threads` threads. When --cores exceeds this machine's CPUs (the
+# README's `--cores 8` on a 2-core laptop), every job claims a proportional share of the cores so that
+# no more jobs run at once than the CPUs can serve; on a cluster (non-local execution) a job claims what
+# it uses.
+LOCAL_CPUS = os.cpu_count() or 1
+_CORES = workflow.global_resources.get("_cores")
+_CORES = _CORES.value if hasattr(_CORES, "value") else _CORES
+if workflow.local_exec and isinstance(_CORES, int) and _CORES > LOCAL_CPUS:
+    CPU_CLAIM = max(TRAIN_THREADS, -(-_CORES * TRAIN_THREADS // LOCAL_CPUS))
+else:
+    CPU_CLAIM = TRAIN_THREADS
 GPU_PER_JOB = 1 if CFG["training"]["accelerator"] in ("gpu", "cuda") else 0
 MAX_BATCH_SIZE = max(BATCH_SIZES)
 

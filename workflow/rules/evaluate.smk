@@ -18,13 +18,13 @@ rule evaluate:
         f"{LOGS}/evaluate/{{dataset}}_bs{{batch_size}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/{{dataset}}_bs{{batch_size}}_seed{{seed}}.tsv"
-    threads: 1
+    threads: CPU_CLAIM
     resources:
         mem_mb=4000,
         runtime=30,
         gpu=GPU_PER_JOB,
     shell:
-        "{AE_BATCH} evaluate --prepared {params.prepared:q} --train-dir {params.out:q} --threads {threads} "
+        "{AE_BATCH} evaluate --prepared {params.prepared:q} --train-dir {params.out:q} --threads {TRAIN_THREADS} "
         "--settings {params.settings:q} --out {params.out:q} 2> {log:q}"
 
 
@@ -39,7 +39,7 @@ rule baselines:
         out=f"{RESULTS}/{{dataset}}/baselines",
     log:
         f"{LOGS}/baselines/{{dataset}}.log",
-    threads: 1
+    threads: CPU_CLAIM
     resources:
         mem_mb=4000,
         runtime=30,

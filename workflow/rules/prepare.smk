@@ -8,7 +8,7 @@ rule prepare:
         out=f"{RESULTS}/{{dataset}}/prepared",
     log:
         f"{LOGS}/prepare/{{dataset}}.log",
-    threads: 1
+    threads: CPU_CLAIM
     resources:
         mem_mb=4000,
         runtime=30,
@@ -27,7 +27,7 @@ rule init:
         prepared=f"{RESULTS}/{{dataset}}/prepared",
     log:
         f"{LOGS}/init/{{dataset}}_seed{{seed}}.log",
-    threads: 1
+    threads: CPU_CLAIM
     resources:
         mem_mb=2000,
         runtime=10,

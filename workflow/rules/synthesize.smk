@@ -5,7 +5,7 @@ rule synthesize_ehr:
         settings=json.dumps(CFG["synthetic"]["ehr"], sort_keys=True),
     log:
         f"{LOGS}/synthesize_ehr.log",
-    threads: 1
+    threads: CPU_CLAIM
     resources:
         mem_mb=2000,
         runtime=10,
@@ -20,7 +20,7 @@ rule synthesize_mri:
         settings=json.dumps(CFG["synthetic"]["mri"], sort_keys=True),
     log:
         f"{LOGS}/synthesize_mri.log",
-    threads: 1
+    threads: CPU_CLAIM
     resources:
         mem_mb=2000,
         runtime=10,

@@ -12,12 +12,12 @@ rule train:
         f"{LOGS}/train/{{dataset}}_bs{{batch_size}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{{dataset}}_bs{{batch_size}}_seed{{seed}}.tsv"
-    threads: TRAIN_THREADS
+    threads: CPU_CLAIM
     resources:
         mem_mb=4000,
         runtime=120,
         gpu=GPU_PER_JOB,
     shell:
         "{AE_BATCH} train --prepared {params.prepared:q} --init {input.init:q} --dataset {wildcards.dataset} "
-        "--batch-size {wildcards.batch_size} --seed {wildcards.seed} --threads {threads} "
+        "--batch-size {wildcards.batch_size} --seed {wildcards.seed} --threads {TRAIN_THREADS} "
         "--settings {params.settings:q} --out {params.out:q} 2> {log:q}"
