@@ -198,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--settings", type=_settings)
     sp.add_argument("--out", required=True)
 
-    sp = add("figures", _cmd_figures, "figures of a study from summary.csv, baselines.csv and the grid points")
+    sp = add(
+        "figures", _cmd_figures, "figures of a study from summary.csv, baselines.csv and the grid points"
+    )
     sp.add_argument("--study-dir", required=True, help="results/<study>")
     sp.add_argument("--settings", type=_settings)
 

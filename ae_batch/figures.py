@@ -376,7 +376,9 @@ def make_study_figures(
         return made
     for dataset in sorted(summary["dataset"].dropna().astype(str).unique()):
         rows = _dataset_rows(summary, dataset)
-        made["metric_vs_batch_size"] += plot_metric_vs_batch_size(summary, baselines, dataset, out / "metric_vs_batch_size")
+        made["metric_vs_batch_size"] += plot_metric_vs_batch_size(
+            summary, baselines, dataset, out / "metric_vs_batch_size"
+        )
         grid = pd.DataFrame({"bs": _numeric(rows, "batch_size"), "seed": _numeric(rows, "seed")}).dropna()
         points = sorted({(int(b), int(s)) for b, s in grid.itertuples(index=False)})
         histories = {}

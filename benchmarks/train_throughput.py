@@ -70,7 +70,9 @@ def ae_batch_path(
     return len(x) * epochs / system._train_seconds, len(x) * epochs / total
 
 
-def measure(name: str, make_model, x: torch.Tensor, batch_sizes: list[int], samples: int, repeats: int) -> list[dict]:
+def measure(
+    name: str, make_model, x: torch.Tensor, batch_sizes: list[int], samples: int, repeats: int
+) -> list[dict]:
     rows = []
     for bs in batch_sizes:
         # At least `samples` samples and 100 optimizer steps, so large batches are timed long enough too.

@@ -65,7 +65,9 @@ WRITER = textwrap.dedent(
 
 
 def test_sixteen_concurrent_jobs_log_without_failure(uri: str) -> None:
-    tracking.ensure_experiment(uri, "conc")  # created once before the fan-out, as the Snakefile's onstart does
+    tracking.ensure_experiment(
+        uri, "conc"
+    )  # created once before the fan-out, as the Snakefile's onstart does
     tracking.ensure_parent_run(uri, "conc", "ehr")
     procs = [
         subprocess.Popen([sys.executable, "-c", WRITER, uri, str(i)], stderr=subprocess.PIPE, text=True)
@@ -76,6 +78,8 @@ def test_sixteen_concurrent_jobs_log_without_failure(uri: str) -> None:
     children = _children(uri, "conc")
     assert len(children) == 16
     assert all(r.info.status == "FINISHED" for r in children)
-    assert sorted(r.data.metrics["test_recon_loss"] for r in children) == pytest.approx([0.1 * i for i in range(16)])
+    assert sorted(r.data.metrics["test_recon_loss"] for r in children) == pytest.approx(
+        [0.1 * i for i in range(16)]
+    )
     history = tracking.client(uri).get_metric_history(children[0].info.run_id, "val/loss")
     assert len(history) == 50

@@ -76,7 +76,13 @@ def test_summary_has_one_row_per_grid_point(study: Path) -> None:
     # Fixed epochs: steps follow ceil(n_train / batch) per epoch.
     assert (summary["epochs"] == 3).all()
     assert (summary["steps"] == 3 * summary["steps_per_epoch"]).all()
-    for col in ("test_recon_loss", "val_recon_loss", "latent_effective_rank", "sex_auroc_mean", "samples_per_second"):
+    for col in (
+        "test_recon_loss",
+        "val_recon_loss",
+        "latent_effective_rank",
+        "sex_auroc_mean",
+        "samples_per_second",
+    ):
         assert summary[col].notna().all(), col
     assert summary["sex_auroc_mean"].between(0, 1).all()
     assert summary["latent_effective_rank"].between(1, 4).all()  # latent_dim 4
@@ -94,7 +100,9 @@ def test_same_initial_state_across_batch_sizes(study: Path) -> None:
     for dataset in ("icd", "wide"):
         for seed in (0, 1):
             digests = {
-                json.loads((study / f"results/tiny/{dataset}/bs{b}/seed{seed}/train.json").read_text())["init_sha256"]
+                json.loads((study / f"results/tiny/{dataset}/bs{b}/seed{seed}/train.json").read_text())[
+                    "init_sha256"
+                ]
                 for b in (2, 32)
             }
             assert len(digests) == 1

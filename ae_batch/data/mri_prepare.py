@@ -33,7 +33,9 @@ def build_mri_dataset(entry: dict[str, Any], splits: SplitsConfig, name: str = "
     sex_mapping: dict[str, int] = {}
     source = entry.get("subjects") or entry["path"]
     if cohort.sex is not None and cohort.sex.notna().any():
-        sex, sex_mapping = encode_sex(cohort.sex.reset_index(drop=True), f"subjects of dataset '{name}' ({source})")
+        sex, sex_mapping = encode_sex(
+            cohort.sex.reset_index(drop=True), f"subjects of dataset '{name}' ({source})"
+        )
     laterality = np.asarray(cohort.laterality, dtype=float)
     strata = sex.tolist() if sex.notna().any() else np.sign(np.nan_to_num(laterality)).tolist()
     split = make_splits(cohort.subject_ids, strata, splits.val_fraction, splits.test_fraction, splits.seed)

@@ -26,7 +26,9 @@ def make_figures(study_dir: str | Path, study: str, tracking_uri: str | None = N
     if tracking_uri:
         for dataset in sorted(summary["dataset"].astype(str).unique()):
             run_id = tracking.ensure_parent_run(tracking_uri, study, dataset)
-            paths = [p for kind_paths in made.values() for p in kind_paths if p.name.startswith(f"{dataset}_")]
+            paths = [
+                p for kind_paths in made.values() for p in kind_paths if p.name.startswith(f"{dataset}_")
+            ]
             tracking.log_artifacts(tracking_uri, run_id, paths, artifact_path="figures")
     n = sum(len(v) for v in made.values())
     print(f"wrote {n} figures under {study_dir / 'figures'}", file=sys.stderr)
