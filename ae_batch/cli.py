@@ -57,36 +57,43 @@ def _cmd_tracking_init(a: argparse.Namespace) -> None:
     init_tracking(a.tracking_uri, a.study, a.datasets)
 
 
-def _cmd_train(a: argparse.Namespace) -> None:
+def _run_settings(a: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     from ae_batch.config import ModelConfig, TrainingConfig
-    from ae_batch.stages.train import train_grid_point
 
     s = a.settings
-    train_grid_point(
+    training = TrainingConfig(**{**s["training"], **({"threads": a.threads} if a.threads else {})})
+    return training, ModelConfig.from_dict(s["model"]), s
+
+
+def _cmd_train(a: argparse.Namespace) -> None:
+    from ae_batch.stages.train import train_seeds
+
+    training, model, s = _run_settings(a)
+    train_seeds(
         a.prepared,
-        a.init,
-        a.out,
+        a.init_dir,
+        a.batch_dir,
         dataset=a.dataset,
         batch_size=a.batch_size,
-        seed=a.seed,
-        training=TrainingConfig(**{**s["training"], **({"threads": a.threads} if a.threads else {})}),
-        model=ModelConfig.from_dict(s["model"]),
+        seeds=a.seeds,
+        training=training,
+        model=model,
         study=s.get("study", "default"),
         tracking_uri=s.get("tracking_uri"),
     )
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> None:
-    from ae_batch.config import DownstreamConfig, ModelConfig, TrainingConfig
-    from ae_batch.stages.evaluate import evaluate_grid_point
+    from ae_batch.config import DownstreamConfig
+    from ae_batch.stages.evaluate import evaluate_seeds
 
-    s = a.settings
-    evaluate_grid_point(
+    training, model, s = _run_settings(a)
+    evaluate_seeds(
         a.prepared,
-        a.train_dir,
-        a.out,
-        training=TrainingConfig(**{**s["training"], **({"threads": a.threads} if a.threads else {})}),
-        model=ModelConfig.from_dict(s["model"]),
+        a.batch_dir,
+        a.seeds,
+        training=training,
+        model=model,
         downstream=DownstreamConfig(**s["downstream"]),
         tracking_uri=s.get("tracking_uri"),
     )
@@ -170,21 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--datasets", nargs="+", required=True)
 
     for name, fn, help in (
-        ("train", _cmd_train, "train one grid point (dataset × batch size × seed)"),
-        ("evaluate", _cmd_evaluate, "evaluate one trained grid point"),
+        ("train", _cmd_train, "train every seed of one batch size (each seed one grid point)"),
+        ("evaluate", _cmd_evaluate, "evaluate every seed of one trained batch size"),
     ):
         sp = add(name, fn, help)
         sp.add_argument("--prepared", required=True)
+        sp.add_argument("--batch-dir", required=True, help="results/<study>/<dataset>/bs<B>: seed<S>/ inside")
+        sp.add_argument("--seeds", type=int, nargs="+", required=True)
         sp.add_argument("--settings", type=_settings, required=True)
-        sp.add_argument("--threads", type=int, help="torch threads (Snakemake passes the rule's threads)")
-        sp.add_argument("--out", required=True)
+        sp.add_argument("--threads", type=int, help="torch threads")
         if name == "train":
-            sp.add_argument("--init", required=True)
+            sp.add_argument("--init-dir", required=True, help="folder of seed<S>.pt initial states")
             sp.add_argument("--dataset", required=True)
             sp.add_argument("--batch-size", type=int, required=True)
-            sp.add_argument("--seed", type=int, required=True)
-        else:
-            sp.add_argument("--train-dir", required=True)
 
     sp = add("baselines", _cmd_baselines, "downstream CV on raw features and PCA")
     sp.add_argument("--prepared", required=True)

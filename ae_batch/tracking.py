@@ -10,6 +10,7 @@ RUNNING run behind; a failed one a FAILED run), so the UI shows one run per grid
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -169,3 +170,51 @@ def fail_stale_runs(tracking_uri: str, study: str) -> int:
     for run in runs:
         _retry(mc.set_terminated, run.info.run_id, "FAILED")
     return len(runs)
+
+
+def log_dataset_input(
+    tracking_uri: str, run_id: str, name: str, digest: str, source: str | Path, context: str = "training"
+) -> None:
+    """Record the prepared dataset a run used (MLflow's dataset inputs: name, digest, source path)."""
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(
+        name=name, digest=digest[:36], source_type="local", source=json.dumps({"uri": str(Path(source).resolve())})
+    )
+    tags = [InputTag(key="mlflow.data.context", value=context)]
+    _retry(client(tracking_uri).log_inputs, run_id, datasets=[DatasetInput(dataset=dataset, tags=tags)])
+
+
+class system_metrics:  # noqa: N801 - used as a context manager, like mlflow.start_run
+    """Sample CPU, memory (and GPU) usage into ``run_id`` while the block runs.
+
+    Uses MLflow's system-metrics monitor through the fluent API, attached to the run we created; the
+    run's status is left to the caller (``finish_run``).
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str, interval_s: float = 2.0) -> None:
+        self.tracking_uri, self.run_id, self.interval_s = tracking_uri, run_id, interval_s
+        self._monitor = None
+
+    def __enter__(self) -> system_metrics:
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._monitor = SystemMetricsMonitor(
+                self.run_id,
+                sampling_interval=self.interval_s,
+                samples_before_logging=1,
+                resume_logging=False,
+                tracking_uri=self.tracking_uri,
+            )
+            self._monitor.start()
+        except Exception as exc:  # noqa: BLE001 - monitoring must never break training
+            print(f"system metrics not recorded: {exc}", file=sys.stderr)
+            self._monitor = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._monitor is not None:
+            self._monitor.finish()

@@ -23,17 +23,25 @@ from ae_batch.models.factory import build_model
 from ae_batch.stages.train import quiet_lightning
 
 
+def _sync(x: torch.Tensor) -> None:
+    if x.is_cuda:
+        torch.cuda.synchronize()
+
+
 def hand_loop(model: torch.nn.Module, x: torch.Tensor, batch_size: int, epochs: int, seed: int = 0) -> float:
     """The reference: randperm + tensor slicing + zero_grad/forward/backward/step. Returns samples/s."""
+    model = model.to(x.device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    _sync(x)
     start = time.perf_counter()
     for epoch in range(epochs):
-        for idx in torch.split(shuffle_order(len(x), seed, epoch), batch_size):
+        for idx in torch.split(shuffle_order(len(x), seed, epoch).to(x.device), batch_size):
             xb = x[idx]
             opt.zero_grad(set_to_none=True)
             loss = F.mse_loss(model(xb).recon, xb)
             loss.backward()
             opt.step()
+    _sync(x)
     return len(x) * epochs / (time.perf_counter() - start)
 
 
@@ -54,7 +62,7 @@ def ae_batch_path(
     module = TensorDataModule(x, x[:8], batch_size=batch_size, seed=seed)
     trainer = pl.Trainer(
         max_epochs=epochs,
-        accelerator="cpu",
+        accelerator="gpu" if x.is_cuda else "cpu",
         devices=1,
         logger=False,
         enable_checkpointing=False,
@@ -62,7 +70,7 @@ def ae_batch_path(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        deterministic=True,
+        deterministic=not x.is_cuda,
     )
     start = time.perf_counter()
     trainer.fit(system, datamodule=module)
@@ -100,29 +108,40 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (data and model on that device)")
+    p.add_argument("--models", nargs="+", default=["ehr_mlp", "mri_conv"])
+    p.add_argument("--mri-size", type=int, default=32, help="MRI volume edge (32 in the default study)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     quiet_lightning()
     g = torch.Generator().manual_seed(0)
-    print(f"torch {torch.__version__}, {a.threads} thread(s); best of {a.repeats} interleaved repeats")
+    dev = torch.device(a.device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    print(
+        f"torch {torch.__version__} on {name}, {a.threads} thread(s); best of {a.repeats} interleaved repeats"
+    )
     # EHR: the default study's shape (~290 binary phenotypes, 1,200 training subjects), MLP 256-128-32.
-    ehr = (torch.rand(1200, 290, generator=g) < 0.14).float()
+    ehr = (torch.rand(1200, 290, generator=g) < 0.14).float().to(dev)
     mlp_cfg = ModelConfig(kind="mlp")
 
     def mlp():
         torch.manual_seed(0)
         return build_model(mlp_cfg, (290,), "sigmoid")
 
-    measure("ehr_mlp", mlp, ehr, a.batch_sizes, 2400 if a.quick else 6000, a.repeats)
+    if "ehr_mlp" in a.models:
+        measure("ehr_mlp", mlp, ehr, a.batch_sizes, 2400 if a.quick else 6000, a.repeats)
     # MRI: 32³ volumes, conv AE 8-16-32 → 32.
-    mri = torch.rand(128, 1, 32, 32, 32, generator=g)
+    size = a.mri_size
+    mri = torch.rand(128, 1, size, size, size, generator=g).to(dev)
     conv_cfg = ModelConfig(kind="conv")
 
     def conv():
         torch.manual_seed(0)
-        return build_model(conv_cfg, (1, 32, 32, 32), "sigmoid")
+        return build_model(conv_cfg, (1, size, size, size), "sigmoid")
 
-    measure("mri_conv", conv, mri, a.batch_sizes, 256 if a.quick else 640, a.repeats)
+    if "mri_conv" in a.models:
+        samples = 256 if a.quick else 640
+        measure("mri_conv", conv, mri, a.batch_sizes, samples * (20 if dev.type == "cuda" else 1), a.repeats)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The real Snakemake DAG on a tiny config, in a temporary directory, checked through its outputs and MLflow.
 
-Two datasets: the synthetic ICD events cohort (made by the workflow's synthesize rule) and a user's own
-wide EHR CSV outside data_synthetic/ (kind: tabular), passed with --configfile so the default datasets
-must not run.
+Three datasets: the synthetic ICD events cohort and the synthetic MRI cohort (both made by the
+workflow's synthesize rules), and a user's own wide EHR CSV outside data_synthetic/ (kind: tabular),
+passed with --configfile so the default datasets must not run.
 """
 
 from __future__ import annotations
@@ -24,12 +24,15 @@ SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 TINY = {
     "study": "tiny",
-    "batch_sizes": [2, 32],
+    "batch_sizes": [2, 16],
     "seeds": [0, 1],
     "training": {"max_epochs": 3},
     "model": {"hidden_dims": [32], "latent_dim": 4},
     "downstream": {"folds": 3, "repeats": 1},
-    "synthetic": {"ehr": {"n_subjects": 160, "n_phenotypes": 30, "seed": 3}},
+    "synthetic": {
+        "ehr": {"n_subjects": 160, "n_phenotypes": 30, "seed": 3},
+        "mri": {"n_subjects": 40, "shape": [32, 36, 28], "seed": 1},
+    },
     "datasets": {
         "icd": {
             "kind": "events",
@@ -39,6 +42,12 @@ TINY = {
             "min_count": 3,
         },
         "wide": {"kind": "tabular", "path": "mydata/ehr.csv", "drop_columns": ["n_phenotypes"]},
+        "mri": {
+            "kind": "mri",
+            "path": "data_synthetic/mri",
+            "subjects": "data_synthetic/mri/subjects.csv",
+            "spatial_size": [16, 16, 16],
+        },
     },
 }
 
@@ -70,9 +79,9 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_summary_has_one_row_per_grid_point(study: Path) -> None:
     summary = pd.read_csv(study / "results/tiny/summary.csv")
-    assert sorted(summary["dataset"].unique()) == ["icd", "wide"]  # not the default ehr_synthetic
-    assert len(summary) == 2 * 2 * 2
-    assert set(zip(summary["batch_size"], summary["seed"], strict=True)) == {(2, 0), (2, 1), (32, 0), (32, 1)}
+    assert sorted(summary["dataset"].unique()) == ["icd", "mri", "wide"]  # not the default synthetic ones
+    assert len(summary) == 3 * 2 * 2
+    assert set(zip(summary["batch_size"], summary["seed"], strict=True)) == {(2, 0), (2, 1), (16, 0), (16, 1)}
     # Fixed epochs: steps follow ceil(n_train / batch) per epoch.
     assert (summary["epochs"] == 3).all()
     assert (summary["steps"] == 3 * summary["steps_per_epoch"]).all()
@@ -86,11 +95,15 @@ def test_summary_has_one_row_per_grid_point(study: Path) -> None:
         assert summary[col].notna().all(), col
     assert summary["sex_auroc_mean"].between(0, 1).all()
     assert summary["latent_effective_rank"].between(1, 4).all()  # latent_dim 4
-    assert summary["laterality_r2_mean"].isna().all()  # EHR: MRI-only columns empty
+    ehr = summary[summary["dataset"] != "mri"]
+    mri = summary[summary["dataset"] == "mri"]
+    assert ehr["laterality_r2_mean"].isna().all()  # EHR: MRI-only columns are empty
+    assert mri["laterality_r2_mean"].notna().all() and mri["laterality_mae_mean"].between(0, 2).all()
+    assert summary["codebook_perplexity"].isna().all()  # conv AE: no codebook
     # Smaller batch = more steps at fixed epochs.
     for _, part in summary.groupby(["dataset", "seed"]):
         steps = part.set_index("batch_size")["steps"]
-        assert steps[2] > steps[32]
+        assert steps[2] > steps[16]
 
 
 @pytest.mark.slow
@@ -112,15 +125,12 @@ def test_same_initial_state_across_batch_sizes(study: Path) -> None:
 def test_baselines_folds_and_stats(study: Path) -> None:
     baselines = pd.read_csv(study / "results/tiny/baselines.csv")
     assert set(zip(baselines["dataset"], baselines["representation"], strict=True)) == {
-        ("icd", "raw"),
-        ("icd", "pca4"),
-        ("wide", "raw"),
-        ("wide", "pca4"),
+        (d, r) for d in ("icd", "wide", "mri") for r in ("raw", "pca4")
     }
     folds = pd.read_csv(study / "results/tiny/folds.csv")
-    # 3 folds × 1 repeat per grid point, sex AUROC only.
-    assert len(folds) == 8 * 3
-    assert set(folds["metric"]) == {"sex_auroc"}
+    # 3 folds × 1 repeat per grid point: sex AUROC everywhere, laterality (3 scores) for MRI.
+    assert len(folds) == 8 * 3 + 4 * 3 * 4
+    assert set(folds["metric"]) == {"sex_auroc", "laterality_mae", "laterality_r2", "laterality_spearman"}
     stats = pd.read_csv(study / "results/tiny/stats.csv")
     assert {"friedman", "wilcoxon", "spearman_trend"} <= set(stats["test"])
     # 2 seeds cannot give a meaningful Wilcoxon p: the table says so instead of printing one.
@@ -139,8 +149,8 @@ def test_mlflow_parent_and_child_runs(study: Path) -> None:
     runs = client.search_runs([exp.experiment_id], max_results=100)
     parents = {r.info.run_id: r for r in runs if r.data.tags.get("ae_batch.level") == "dataset"}
     children = [r for r in runs if r.data.tags.get("ae_batch.level") == "grid_point"]
-    assert sorted(r.info.run_name for r in parents.values()) == ["icd", "wide"]
-    assert len(children) == 8
+    assert sorted(r.info.run_name for r in parents.values()) == ["icd", "mri", "wide"]
+    assert len(children) == 12
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] in parents
@@ -157,7 +167,105 @@ def test_mlflow_parent_and_child_runs(study: Path) -> None:
 
 
 @pytest.mark.slow
+def test_report_is_built(study: Path) -> None:
+    result = run_snakemake(study, "--report", "report.html")
+    assert result.returncode == 0, result.stderr[-2000:]
+    html = (study / "report.html").read_text(errors="replace")
+    assert len(html) > 100_000  # self-contained: figures embedded
+    for name in ("icd_learning_curves.png", "mri_latent_projections.png", "summary.csv", "stats.csv"):
+        assert name in html
+
+
+@pytest.mark.slow
 def test_rerun_is_a_no_op(study: Path) -> None:
     result = run_snakemake(study, "-n")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, payload: dict | None = None) -> dict:
+    import json
+    import urllib.request
+
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_mlflow_server_shows_the_study_over_rest(study: Path) -> None:
+    """A real `mlflow server` on loopback over the study's database: experiment, parent/child runs,
+    metrics and artifacts are visible through the REST API."""
+    import time
+    import urllib.error
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{study / 'mlflow.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=study,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                exp = _get(f"{base}/experiments/get-by-name?experiment_name=tiny")["experiment"]
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                assert server.poll() is None, "mlflow server exited"
+                assert time.monotonic() < deadline, "mlflow server did not answer within 90 s"
+                time.sleep(0.5)
+        runs = _get(f"{base}/runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})[
+            "runs"
+        ]
+        tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+        parents = {
+            r["info"]["run_id"]
+            for r, t in zip(runs, tags, strict=True)
+            if t.get("ae_batch.level") == "dataset"
+        }
+        children = [
+            (r, t) for r, t in zip(runs, tags, strict=True) if t.get("ae_batch.level") == "grid_point"
+        ]
+        assert len(parents) == 3 and len(children) == 12
+        assert all(t["mlflow.parentRunId"] in parents for _, t in children)
+        run, _ = children[0]
+        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        assert 0 <= metrics["sex_auroc_mean"] <= 1 and metrics["test_recon_loss"] > 0
+        history = _get(f"{base}/metrics/get-history?run_id={run['info']['run_id']}&metric_key=val/loss")[
+            "metrics"
+        ]
+        assert sorted(m["step"] for m in history) == [1, 2, 3]
+        files = _get(f"{base}/artifacts/list?run_id={run['info']['run_id']}").get("files", [])
+        assert {"history.csv", "eval.json"} <= {f["path"] for f in files}
+        parent_files = _get(f"{base}/artifacts/list?run_id={next(iter(parents))}").get("files", [])
+        assert {"summary.csv", "stats.csv", "figures"} <= {f["path"] for f in parent_files}
+    finally:
+        import os
+        import signal
+
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -204,7 +204,9 @@ def build_tabular_dataset(
             median = float(np.nanmedian(train_values))
             filled = np.where(np.isnan(numeric), median, numeric)
             mean, std = float(filled[train].mean()), float(filled[train].std())
-            std = std if std > 0 else 1.0
+            # A constant column (up to rounding: mean of 3 equal floats can differ from them by an ulp)
+            # is centred, not blown up by a near-zero std.
+            std = std if std > 1e-9 * max(1.0, abs(mean)) else 1.0
             blocks.append(((filled - mean) / std).astype(np.float32)[:, None])
             names.append(col)
             fitted["numeric"][col] = {"median": median, "mean": mean, "std": std}

@@ -7,6 +7,7 @@ downstream scores). The downstream probes use the **test** subjects' latents onl
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 
 from ae_batch import tracking
 from ae_batch.config import DownstreamConfig, ModelConfig, TrainingConfig
-from ae_batch.data.prepared import load_prepared
+from ae_batch.data.prepared import PreparedDataset, load_prepared
 from ae_batch.evaluation.diversity import latent_diversity
 from ae_batch.evaluation.downstream import cv_auroc, cv_regression, summarise_folds
 from ae_batch.evaluation.reconstruction import encode_and_score
@@ -75,10 +76,11 @@ def evaluate_grid_point(
     model: ModelConfig,
     downstream: DownstreamConfig,
     tracking_uri: str | None = None,
+    data: PreparedDataset | None = None,
 ) -> dict[str, Any]:
     out = Path(out_dir)
     train_dir = Path(train_dir)
-    data = load_prepared(prepared_dir)
+    data = data if data is not None else load_prepared(prepared_dir)
     record = read_json(train_dir / "train.json")
     torch.set_num_threads(training.threads)
     net = build_model(model, data.input_shape, data.meta.get("activation", "sigmoid"))
@@ -130,4 +132,25 @@ def evaluate_grid_point(
     write_json(out / "eval.json", results)
     if tracking_uri and run_id:
         tracking.log_artifacts(tracking_uri, run_id, [out / "eval.json"])
+    return results
+
+
+def evaluate_seeds(
+    prepared_dir: str | Path,
+    batch_dir: str | Path,
+    seeds: list[int],
+    training: TrainingConfig,
+    model: ModelConfig,
+    downstream: DownstreamConfig,
+    tracking_uri: str | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluate every seed of one batch size in one process (see ``train.train_seeds`` for why)."""
+    data = load_prepared(prepared_dir)
+    results = []
+    for seed in seeds:
+        run = Path(batch_dir) / f"seed{seed}"
+        results.append(
+            evaluate_grid_point(prepared_dir, run, run, training, model, downstream, tracking_uri, data=data)
+        )
+        print(f"evaluated {run}: test loss {results[-1]['test_recon_loss']:.5f}", file=sys.stderr, flush=True)
     return results

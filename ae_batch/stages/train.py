@@ -9,6 +9,7 @@ and the result is identical to an uninterrupted run.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import warnings
 from dataclasses import asdict
@@ -20,7 +21,7 @@ import torch
 
 from ae_batch import tracking
 from ae_batch.config import ModelConfig, TrainingConfig
-from ae_batch.data.prepared import load_prepared
+from ae_batch.data.prepared import PreparedDataset, load_prepared
 from ae_batch.errors import ConfigError, TrainingError
 from ae_batch.io import save_torch, write_csv, write_json
 from ae_batch.stages.init import file_sha256, load_initial_model
@@ -66,6 +67,7 @@ def train_grid_point(
     study: str = "default",
     tracking_uri: str | None = None,
     progress: bool = True,
+    data: PreparedDataset | None = None,
 ) -> dict[str, Any]:
     """Train one grid point; return (and write) the ``train.json`` record."""
     import pytorch_lightning as pl
@@ -75,7 +77,7 @@ def train_grid_point(
 
     quiet_lightning()
     out = Path(out_dir)
-    data = load_prepared(prepared_dir)
+    data = data if data is not None else load_prepared(prepared_dir)
     n_train = int(data.mask("train").sum())
     if batch_size > n_train:
         raise ConfigError(
@@ -171,6 +173,46 @@ def train_grid_point(
         if tracking_uri and run_id:
             tracking.finish_run(tracking_uri, run_id, "FAILED")
         raise
+
+
+def train_seeds(
+    prepared_dir: str | Path,
+    init_dir: str | Path,
+    batch_dir: str | Path,
+    dataset: str,
+    batch_size: int,
+    seeds: list[int],
+    training: TrainingConfig,
+    model: ModelConfig,
+    study: str = "default",
+    tracking_uri: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every seed of one batch size, one after another in one process: ``batch_dir/seed<S>/``.
+
+    One job per (dataset, batch size) instead of per seed: a job's start (torch, Lightning and MLflow
+    imports, the tracking store) costs ~10 s of CPU, more than many grid points take to train.
+    Each seed is still its own grid point: its own initial state, shuffle order, outputs and MLflow run.
+    """
+    data = load_prepared(prepared_dir)
+    records = []
+    for i, seed in enumerate(seeds, 1):
+        print(f"[{dataset} bs{batch_size}] seed {seed} ({i}/{len(seeds)})", file=sys.stderr, flush=True)
+        records.append(
+            train_grid_point(
+                prepared_dir,
+                Path(init_dir) / f"seed{seed}.pt",
+                Path(batch_dir) / f"seed{seed}",
+                dataset,
+                batch_size,
+                seed,
+                training,
+                model,
+                study=study,
+                tracking_uri=tracking_uri,
+                data=data,
+            )
+        )
+    return records
 
 
 METRICS = {

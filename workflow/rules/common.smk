@@ -3,6 +3,7 @@
 import json
 import os
 import shlex
+import shutil
 import sys
 
 import yaml
@@ -41,7 +42,12 @@ if workflow.local_exec and isinstance(_CORES, int) and _CORES > LOCAL_CPUS:
     CPU_CLAIM = max(TRAIN_THREADS, -(-_CORES * TRAIN_THREADS // LOCAL_CPUS))
 else:
     CPU_CLAIM = TRAIN_THREADS
-GPU_PER_JOB = 1 if CFG["training"]["accelerator"] in ("gpu", "cuda") else 0
+# Train/evaluate jobs hold a `gpu` resource where they will use one, so that `--resources gpu=N` (the
+# default profile says 1) keeps several jobs from sharing one GPU. `auto` uses CUDA where a driver is
+# present; looking for it here costs nothing (no torch import at DAG-build time).
+_NVIDIA = os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
+_ACCELERATOR = CFG["training"]["accelerator"]
+GPU_PER_JOB = 1 if _ACCELERATOR in ("gpu", "cuda") or (_ACCELERATOR == "auto" and _NVIDIA) else 0
 MAX_BATCH_SIZE = max(BATCH_SIZES)
 
 # The package's CLI run by the same interpreter as Snakemake: works without an activated environment.
