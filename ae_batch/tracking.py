@@ -181,7 +181,10 @@ def log_dataset_input(
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     dataset = Dataset(
-        name=name, digest=digest[:36], source_type="local", source=json.dumps({"uri": str(Path(source).resolve())})
+        name=name,
+        digest=digest[:36],
+        source_type="local",
+        source=json.dumps({"uri": str(Path(source).resolve())}),
     )
     tags = [InputTag(key="mlflow.data.context", value=context)]
     _retry(client(tracking_uri).log_inputs, run_id, datasets=[DatasetInput(dataset=dataset, tags=tags)])
@@ -194,7 +197,7 @@ class system_metrics:  # noqa: N801 - used as a context manager, like mlflow.sta
     run's status is left to the caller (``finish_run``).
     """
 
-    def __init__(self, tracking_uri: str, run_id: str, interval_s: float = 2.0) -> None:
+    def __init__(self, tracking_uri: str, run_id: str, interval_s: float = 1.0) -> None:
         self.tracking_uri, self.run_id, self.interval_s = tracking_uri, run_id, interval_s
         self._monitor = None
 

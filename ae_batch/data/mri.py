@@ -155,11 +155,18 @@ def check_mri_headers(subjects: list[MriSubject], layout: str) -> list[MriHeader
                 "expected an invertible qform/sform so orientation and spacing are defined"
             )
             continue
+        codes = nib.aff2axcodes(affine)
+        if None in codes:
+            problems.append(
+                f"{where}: the affine maps two voxel axes onto one world axis (orientation {codes}); "
+                "expected a voxel-to-world matrix with one voxel axis per world axis"
+            )
+            continue
         headers.append(
             MriHeader(
                 shape=shape,
                 affine=affine,
-                orientation="".join(nib.aff2axcodes(affine)),
+                orientation="".join(codes),
                 spacing=tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(axis=0))),
             )
         )

@@ -145,6 +145,7 @@ def log_to_parents(
             ("stats.json", stats[stats["dataset"] == dataset] if "dataset" in stats else stats),
         ):
             client.log_table(run_id, data=table.astype(object).where(table.notna(), None), artifact_file=name)
-        tracking.log_artifacts(
-            tracking_uri, run_id, [out / "summary.csv", out / "stats.csv", out / "baselines.csv"]
-        )
+        tables = [out / "summary.csv", out / "stats.csv", out / "baselines.csv", out / "config.resolved.yaml"]
+        tracking.log_artifacts(tracking_uri, run_id, tables)
+        # The prepared data's input contract (shape, dtype, range, preprocessing); no subject ids in it.
+        tracking.log_artifacts(tracking_uri, run_id, [out / str(dataset) / "prepared" / "meta.json"], "prepared")

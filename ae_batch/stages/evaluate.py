@@ -68,6 +68,16 @@ def fold_summary(folds: pd.DataFrame) -> dict[str, float]:
     return summarise_folds(wide)
 
 
+def reconstruction_figure(net: torch.nn.Module, test: np.ndarray, record: dict[str, Any], path: Path) -> Path:
+    from ae_batch.recon_figure import N_SUBJECTS, plot_reconstructions
+
+    x = torch.as_tensor(np.asarray(test[:N_SUBJECTS]))
+    with torch.no_grad():
+        recon = net.eval().cpu()(x).recon.numpy()
+    title = f"{record['dataset']}: batch size {record['batch_size']}, seed {record['seed']} (best epoch {record['best_epoch']})"
+    return plot_reconstructions(x.numpy(), recon, title, path)
+
+
 def evaluate_grid_point(
     prepared_dir: str | Path,
     train_dir: str | Path,
@@ -115,6 +125,11 @@ def evaluate_grid_point(
     results.update(fold_summary(folds))
     results.update({k: record[k] for k in ("dataset", "batch_size", "seed", "mlflow_run_id")})
 
+    figures = []
+    if data.features.ndim == 5:  # MRI: the same first test subjects at every grid point
+        figures.append(
+            reconstruction_figure(net, data.split_features("test"), record, out / "reconstructions.png")
+        )
     write_csv(out / "per_subject.csv", pd.concat(per_subject, ignore_index=True))
     write_csv(out / "folds.csv", folds)
     with atomic_path(out / "latents.npz") as tmp, open(tmp, "wb") as fh:
@@ -128,7 +143,7 @@ def evaluate_grid_point(
     run_id = record.get("mlflow_run_id")
     if tracking_uri and run_id:
         tracking.log_metrics(tracking_uri, run_id, {k: v for k, v in results.items() if isinstance(v, float)})
-        tracking.log_artifacts(tracking_uri, run_id, [out / "folds.csv"])
+        tracking.log_artifacts(tracking_uri, run_id, [out / "folds.csv", *figures])
     write_json(out / "eval.json", results)
     if tracking_uri and run_id:
         tracking.log_artifacts(tracking_uri, run_id, [out / "eval.json"])

@@ -8,6 +8,7 @@ and the result is identical to an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -97,10 +98,14 @@ def train_grid_point(
         "n_train": n_train,
         "n_features": "x".join(str(s) for s in data.input_shape),
         "init_sha256": file_sha256(init_path),
+        "input_contract": data.meta.get("input_contract", {}),
     }
     run_id = None
     if tracking_uri:
         run_id = tracking.start_child_run(tracking_uri, study, dataset, batch_size, seed, params)
+        features = Path(prepared_dir) / "features.npy"
+        if features.exists():
+            tracking.log_dataset_input(tracking_uri, run_id, dataset, file_sha256(features), prepared_dir)
     try:
         net = load_initial_model(init_path, model, data.input_shape, data.meta.get("activation", "sigmoid"))
         system = AutoencoderSystem(
@@ -132,7 +137,8 @@ def train_grid_point(
             deterministic=accelerator == "cpu",
         )
         started = time.perf_counter()
-        trainer.fit(system, datamodule=module)
+        with tracking.system_metrics(tracking_uri, run_id) if run_id else contextlib.nullcontext():
+            trainer.fit(system, datamodule=module)
         wall = time.perf_counter() - started
         if system.best_state is None:
             raise TrainingError(
