@@ -54,7 +54,7 @@ def _cmd_init(a: argparse.Namespace) -> None:
 def _cmd_tracking_init(a: argparse.Namespace) -> None:
     from ae_batch.stages.tracking_init import init_tracking
 
-    init_tracking(a.tracking_uri, a.study, a.datasets)
+    init_tracking(a.tracking_uri, a.study, a.datasets, a.salt_file)
 
 
 def _run_settings(a: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
@@ -96,6 +96,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
         model=model,
         downstream=DownstreamConfig(**s["downstream"]),
         tracking_uri=s.get("tracking_uri"),
+        subject_ids=s.get("subject_ids"),
     )
 
 
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tracking-uri", required=True)
     sp.add_argument("--study", required=True)
     sp.add_argument("--datasets", nargs="+", required=True)
+    sp.add_argument("--salt-file", help="created if missing: salt for hashed subject ids sent to MLflow")
 
     for name, fn, help in (
         ("train", _cmd_train, "train every seed of one batch size (each seed one grid point)"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,9 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from snakemake_helpers import TINY_ICD, run_snakemake, snakemake_cmd, snakemake_env
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 CONFIG = {
     "study": "kill",
     "batch_sizes": [2, 16],
@@ -31,46 +29,23 @@ CONFIG = {
     "downstream": {"folds": 3, "repeats": 1},
     "synthetic": {"ehr": {"n_subjects": 160, "n_phenotypes": 30, "seed": 3}},
     "datasets": {
-        "icd": {
-            "kind": "events",
-            "events": "data_synthetic/ehr/events.csv",
-            "subjects": "data_synthetic/ehr/subjects.csv",
-            "code_map": "data_synthetic/ehr/code_map.csv",
-            "min_count": 3,
-        }
+        "icd": TINY_ICD,
     },
 }
 # Columns that measure the machine, not the model.
 TIMING = ["train_seconds", "samples_per_second", "mlflow_run_id"]
 
 
-def _cmd(*extra: str) -> list[str]:
-    return [
-        str(SNAKEMAKE),
-        "-s",
-        str(REPO / "Snakefile"),
-        "--configfile",
-        "study.yaml",
-        "--cores",
-        "2",
-        *extra,
-    ]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ.get('PATH', '')}"}
-
-
 def _run(work: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(_cmd(*extra), cwd=work, env=_env(), capture_output=True, text=True, timeout=600)
+    return run_snakemake(work, "study.yaml", *extra)
 
 
 def _kill_when(work: Path, trigger: Callable[[Path], bool], timeout: float = 240) -> bool:
     """Start the study, SIGKILL its whole process group as soon as ``trigger`` holds; True if it did."""
     proc = subprocess.Popen(
-        _cmd(),
+        snakemake_cmd("study.yaml"),
         cwd=work,
-        env=_env(),
+        env=snakemake_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

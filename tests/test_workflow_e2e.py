@@ -7,7 +7,6 @@ passed with --configfile so the default datasets must not run.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from snakemake_helpers import TINY_ICD, run_snakemake
 
 from ae_batch.data.synthetic_ehr import synthesize_ehr_cohort
-
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 TINY = {
     "study": "tiny",
@@ -34,13 +31,7 @@ TINY = {
         "mri": {"n_subjects": 40, "shape": [32, 36, 28], "seed": 1},
     },
     "datasets": {
-        "icd": {
-            "kind": "events",
-            "events": "data_synthetic/ehr/events.csv",
-            "subjects": "data_synthetic/ehr/subjects.csv",
-            "code_map": "data_synthetic/ehr/code_map.csv",
-            "min_count": 3,
-        },
+        "icd": TINY_ICD,
         "wide": {"kind": "tabular", "path": "mydata/ehr.csv", "drop_columns": ["n_phenotypes"]},
         "mri": {
             "kind": "mri",
@@ -52,16 +43,8 @@ TINY = {
 }
 
 
-def run_snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ.get('PATH', '')}"}
-    return subprocess.run(
-        [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--configfile", "tiny.yaml", "--cores", "2", *args],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def run(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_snakemake(workdir, "tiny.yaml", *args)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +54,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (work / "mydata").mkdir()
     (work / "mydata_src" / "tabular.csv").rename(work / "mydata" / "ehr.csv")
     (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    result = run_snakemake(work)
+    result = run(work)
     assert result.returncode == 0, result.stderr[-4000:]
     return work
 
@@ -163,12 +146,22 @@ def test_mlflow_parent_and_child_runs(study: Path) -> None:
         history = client.get_metric_history(child.info.run_id, "val/loss")
         assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3]
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"history.csv", "eval.json", "folds.csv"} <= artifacts
+        assert {"history.csv", "eval.json", "folds.csv", "per_subject_mlflow.csv"} <= artifacts
+        # Subject ids reach MLflow only hashed (mlflow.log_subject_ids defaults to false).
+        shared = pd.read_csv(
+            client.download_artifacts(child.info.run_id, "per_subject_mlflow.csv", str(study / "dl"))
+        )
+        ids = set(
+            pd.read_csv(study / f"results/tiny/{row['dataset']}/prepared/subjects.csv", dtype=str)[
+                "subject_id"
+            ]
+        )
+        assert "subject_id" not in shared.columns and not ids & set(shared["subject_hash"].astype(str))
 
 
 @pytest.mark.slow
 def test_report_is_built(study: Path) -> None:
-    result = run_snakemake(study, "--report", "report.html")
+    result = run(study, "--report", "report.html")
     assert result.returncode == 0, result.stderr[-2000:]
     html = (study / "report.html").read_text(errors="replace")
     assert len(html) > 100_000  # self-contained: figures embedded
@@ -178,7 +171,7 @@ def test_report_is_built(study: Path) -> None:
 
 @pytest.mark.slow
 def test_rerun_is_a_no_op(study: Path) -> None:
-    result = run_snakemake(study, "-n")
+    result = run(study, "-n")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Nothing to be done" in result.stdout + result.stderr
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -60,8 +61,8 @@ class AutoencoderSystem(pl.LightningModule):
         self.best_val_loss = float("inf")
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
-        self._train_sum = torch.zeros(())
-        self._train_n = 0
+        self._train_losses: list[torch.Tensor] = []  # one detached loss per step, reduced once per epoch
+        self._train_sizes: list[int] = []
         self._val_sum = torch.zeros(())
         self._val_n = 0
         self._fit_start = 0.0
@@ -86,11 +87,10 @@ class AutoencoderSystem(pl.LightningModule):
         self._fit_start = time.perf_counter()
 
     def on_train_epoch_start(self) -> None:
-        self._train_sum = torch.zeros((), device=self.device)
-        self._train_n = 0
+        self._train_losses, self._train_sizes = [], []
         self._epoch_start = time.perf_counter()
 
-    def training_step(self, chunk: list[torch.Tensor], batch_idx: int) -> None:
+    def training_step(self, chunk: Iterable[torch.Tensor], batch_idx: int) -> None:
         opt = self.optimizers().optimizer
         for x in chunk:
             opt.zero_grad(set_to_none=True)
@@ -100,8 +100,8 @@ class AutoencoderSystem(pl.LightningModule):
             loss = recon + out.aux_loss if out.aux_loss.requires_grad else recon
             loss.backward()
             opt.step()
-            self._train_sum += recon.detach() * len(x)
-            self._train_n += len(x)
+            self._train_losses.append(recon.detach())
+            self._train_sizes.append(len(x))
         self.optimizer_steps += len(chunk)
 
     def _batch_loss(self, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -123,16 +123,19 @@ class AutoencoderSystem(pl.LightningModule):
         # Lightning runs validation before this hook, so both sums are complete here.
         epoch_seconds = time.perf_counter() - self._epoch_start
         self._train_seconds += epoch_seconds
-        self.samples_seen += self._train_n
+        n_train = sum(self._train_sizes)
+        sizes = torch.tensor(self._train_sizes, dtype=torch.float32, device=self.device)
+        train_sum = float((torch.stack(self._train_losses) * sizes).sum()) if n_train else 0.0
+        self.samples_seen += n_train
         val_loss = float(self._val_sum) / max(self._val_n, 1)
         row = {
             "epoch": self.current_epoch + 1,
             "step": self.optimizer_steps,
             "samples": self.samples_seen,
-            "train_loss": float(self._train_sum) / max(self._train_n, 1),
+            "train_loss": train_sum / max(n_train, 1),
             "val_loss": val_loss,
             "seconds": self._train_seconds,
-            "samples_per_second": self._train_n / epoch_seconds if epoch_seconds > 0 else float("nan"),
+            "samples_per_second": n_train / epoch_seconds if epoch_seconds > 0 else float("nan"),
         }
         self.history.append(row)
         if val_loss < self.best_val_loss:

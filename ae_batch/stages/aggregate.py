@@ -148,4 +148,6 @@ def log_to_parents(
         tables = [out / "summary.csv", out / "stats.csv", out / "baselines.csv", out / "config.resolved.yaml"]
         tracking.log_artifacts(tracking_uri, run_id, tables)
         # The prepared data's input contract (shape, dtype, range, preprocessing); no subject ids in it.
-        tracking.log_artifacts(tracking_uri, run_id, [out / str(dataset) / "prepared" / "meta.json"], "prepared")
+        tracking.log_artifacts(
+            tracking_uri, run_id, [out / str(dataset) / "prepared" / "meta.json"], "prepared"
+        )

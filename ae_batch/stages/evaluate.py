@@ -7,6 +7,7 @@ downstream scores). The downstream probes use the **test** subjects' latents onl
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,26 @@ def fold_summary(folds: pd.DataFrame) -> dict[str, float]:
     return summarise_folds(wide)
 
 
+def per_subject_for_tracking(table: pd.DataFrame, subject_ids: dict[str, Any]) -> pd.DataFrame | None:
+    """The per-subject table as MLflow may see it: raw ids only if asked, else salted hashes.
+
+    A tracking server is a wider audience than the results folder. The salt is random per study and
+    stays in ``results/<study>/``, so hashes can be linked back locally but not guessed from a small id
+    space (e.g. ``BraTS2021_00000``…). Without a salt file nothing is shared.
+    """
+    if subject_ids.get("log_raw"):
+        return table
+    salt_file = subject_ids.get("salt_file")
+    if not salt_file or not Path(salt_file).exists():
+        return None
+    salt = Path(salt_file).read_text().strip()
+    hashed = table.copy()
+    hashed["subject_id"] = [
+        hashlib.sha256(f"{salt}:{s}".encode()).hexdigest()[:16] for s in table["subject_id"]
+    ]
+    return hashed.rename(columns={"subject_id": "subject_hash"})
+
+
 def reconstruction_figure(net: torch.nn.Module, test: np.ndarray, record: dict[str, Any], path: Path) -> Path:
     from ae_batch.recon_figure import N_SUBJECTS, plot_reconstructions
 
@@ -87,7 +108,10 @@ def evaluate_grid_point(
     downstream: DownstreamConfig,
     tracking_uri: str | None = None,
     data: PreparedDataset | None = None,
+    subject_ids: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Evaluate one trained grid point; ``subject_ids`` says how per-subject rows may go to MLflow:
+    ``{"log_raw": False, "salt_file": path}`` (the default: salted hashes, or nothing without a salt)."""
     out = Path(out_dir)
     train_dir = Path(train_dir)
     data = data if data is not None else load_prepared(prepared_dir)
@@ -144,6 +168,10 @@ def evaluate_grid_point(
     if tracking_uri and run_id:
         tracking.log_metrics(tracking_uri, run_id, {k: v for k, v in results.items() if isinstance(v, float)})
         tracking.log_artifacts(tracking_uri, run_id, [out / "folds.csv", *figures])
+        shared = per_subject_for_tracking(pd.concat(per_subject, ignore_index=True), subject_ids or {})
+        if shared is not None:
+            write_csv(out / "per_subject_mlflow.csv", shared)
+            tracking.log_artifacts(tracking_uri, run_id, [out / "per_subject_mlflow.csv"])
     write_json(out / "eval.json", results)
     if tracking_uri and run_id:
         tracking.log_artifacts(tracking_uri, run_id, [out / "eval.json"])
@@ -158,6 +186,7 @@ def evaluate_seeds(
     model: ModelConfig,
     downstream: DownstreamConfig,
     tracking_uri: str | None = None,
+    subject_ids: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate every seed of one batch size in one process (see ``train.train_seeds`` for why)."""
     data = load_prepared(prepared_dir)
@@ -165,7 +194,17 @@ def evaluate_seeds(
     for seed in seeds:
         run = Path(batch_dir) / f"seed{seed}"
         results.append(
-            evaluate_grid_point(prepared_dir, run, run, training, model, downstream, tracking_uri, data=data)
+            evaluate_grid_point(
+                prepared_dir,
+                run,
+                run,
+                training,
+                model,
+                downstream,
+                tracking_uri,
+                data=data,
+                subject_ids=subject_ids,
+            )
         )
         print(f"evaluated {run}: test loss {results[-1]['test_recon_loss']:.5f}", file=sys.stderr, flush=True)
     return results

@@ -40,12 +40,33 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LightningModule.*is not.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
 
 
 def resolve_accelerator(name: str) -> str:
     if name == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
     return "gpu" if name == "cuda" else name
+
+
+def build_trainer(max_epochs: int, accelerator: str, validate: bool = True) -> Any:
+    """The Lightning Trainer every grid point uses: one device, no logger/progress bar/checkpoint
+    callbacks (the system keeps the best weights and history itself; MLflow is logged per epoch after the
+    fit), bitwise-deterministic on CPU."""
+    import pytorch_lightning as pl
+
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=None if validate else 0,
+        deterministic=accelerator == "cpu",
+    )
 
 
 def check_loss(training: TrainingConfig, meta: dict[str, Any], dataset: str) -> None:
@@ -71,12 +92,12 @@ def train_grid_point(
     data: PreparedDataset | None = None,
 ) -> dict[str, Any]:
     """Train one grid point; return (and write) the ``train.json`` record."""
+    quiet_lightning()  # before Lightning is imported: it warns at import time
     import pytorch_lightning as pl
 
     from ae_batch.data.modules import TensorDataModule
     from ae_batch.models.systems import AutoencoderSystem
 
-    quiet_lightning()
     out = Path(out_dir)
     data = data if data is not None else load_prepared(prepared_dir)
     n_train = int(data.mask("train").sum())
@@ -125,17 +146,7 @@ def train_grid_point(
             eval_batch_size=training.eval_batch_size,
         )
         pl.seed_everything(seed, workers=True, verbose=False)
-        trainer = pl.Trainer(
-            max_epochs=training.max_epochs,
-            accelerator=accelerator,
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            deterministic=accelerator == "cpu",
-        )
+        trainer = build_trainer(training.max_epochs, accelerator)
         started = time.perf_counter()
         with tracking.system_metrics(tracking_uri, run_id) if run_id else contextlib.nullcontext():
             trainer.fit(system, datamodule=module)

@@ -52,9 +52,12 @@ MAX_BATCH_SIZE = max(BATCH_SIZES)
 
 # The package's CLI run by the same interpreter as Snakemake: works without an activated environment.
 AE_BATCH = f"{shlex.quote(sys.executable)} -m ae_batch"
+# A random salt, made once per study (by tracking-init, before any job), for the hashed subject ids of
+# per-subject tables sent to MLflow; raw ids go there only with mlflow.log_subject_ids: true.
+SALT_FILE = f"{RESULTS}/.subject_id_salt"
 TRACKING_INIT_CMD = (
     f"{AE_BATCH} tracking-init --tracking-uri {shlex.quote(TRACKING_URI)} --study {shlex.quote(STUDY)} "
-    f"--datasets {' '.join(shlex.quote(d) for d in DATASETS)}"
+    f"--datasets {' '.join(shlex.quote(d) for d in DATASETS)} --salt-file {shlex.quote(SALT_FILE)}"
 )
 
 
@@ -98,6 +101,12 @@ def run_settings(wildcards):
         study=STUDY,
         tracking_uri=TRACKING_URI,
     )
+    return json.dumps(settings, sort_keys=True)
+
+
+def evaluate_settings(wildcards):
+    settings = json.loads(run_settings(wildcards))
+    settings["subject_ids"] = {"log_raw": CFG["mlflow"]["log_subject_ids"], "salt_file": SALT_FILE}
     return json.dumps(settings, sort_keys=True)
 
 

@@ -9,7 +9,7 @@ rule evaluate:
             name=["eval.json", "per_subject.csv", "latents.npz", "folds.csv"],
         ),
     params:
-        settings=run_settings,
+        settings=evaluate_settings,
         seeds=" ".join(map(str, SEEDS)),
         prepared=f"{RESULTS}/{{dataset}}/prepared",
         batch_dir=f"{RESULTS}/{{dataset}}/bs{{batch_size}}",
