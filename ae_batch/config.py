@@ -65,13 +65,6 @@ class SplitsConfig:
     seed: int = 2023
 
 
-@dataclass(frozen=True)
-class SyntheticEhrConfig:
-    n_subjects: int = 2000
-    n_phenotypes: int = 300
-    seed: int = 7
-
-
 @dataclass
 class StudyConfig:
     study: str
@@ -160,17 +153,11 @@ def resolve_tracking_uri(uri: str, base_dir: str | Path) -> str:
     return uri
 
 
-def check_batch_sizes(config: dict[str, Any]) -> None:
-    sizes = config.get("batch_sizes") or []
-    if len(set(sizes)) != len(sizes):
-        raise ConfigError(f"config key 'batch_sizes': duplicate values in {sizes}")
-
-
 def resolve_config(raw: dict[str, Any], base_dir: str | Path = ".") -> dict[str, Any]:
-    """Validate, fill defaults, check cross-key rules and resolve paths. The Snakefile calls this once."""
-    config = validate_config(raw)
-    check_batch_sizes(config)
-    return resolve_paths(config, base_dir)
+    """Validate (the schema also refuses duplicate batch sizes), fill defaults and resolve paths.
+
+    The Snakefile calls this once, before any job."""
+    return resolve_paths(validate_config(raw), base_dir)
 
 
 def study_config(config: dict[str, Any]) -> StudyConfig:

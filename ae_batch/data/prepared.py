@@ -22,7 +22,6 @@ import pandas as pd
 from ae_batch.io import read_json, write_csv, write_json, write_npy
 
 SPLITS = ("train", "val", "test")
-FILES = ("features.npy", "subjects.csv", "meta.json")
 
 
 @dataclass
