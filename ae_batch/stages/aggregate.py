@@ -133,9 +133,6 @@ def log_to_parents(
     stats: pd.DataFrame,
     out: Path,
 ) -> None:
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
     for dataset, part in summary.groupby("dataset"):
         run_id = tracking.ensure_parent_run(tracking_uri, study, str(dataset))
         client = tracking.client(tracking_uri)
