@@ -18,10 +18,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.nn import functional as F  # noqa: N812
 
 from ae_batch.models.components import AutoencoderOutput
-from ae_batch.models.losses import per_sample_loss
+from ae_batch.models.losses import batch_loss, per_sample_loss
 
 
 def make_optimizer(
@@ -91,23 +90,18 @@ class AutoencoderSystem(pl.LightningModule):
         self._epoch_start = time.perf_counter()
 
     def training_step(self, chunk: Iterable[torch.Tensor], batch_idx: int) -> None:
-        opt = self.optimizers().optimizer
+        opt, kind = self.optimizers().optimizer, self.hparams.loss
         for x in chunk:
             opt.zero_grad(set_to_none=True)
             out = self.model(x)
             # The mean over all elements equals the mean of per-sample means (same size per sample).
-            recon = self._batch_loss(out.recon, x)
+            recon = batch_loss(out.recon, x, kind)
             loss = recon + out.aux_loss if out.aux_loss.requires_grad else recon
             loss.backward()
             opt.step()
             self._train_losses.append(recon.detach())
             self._train_sizes.append(len(x))
         self.optimizer_steps += len(chunk)
-
-    def _batch_loss(self, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.hparams.loss == "mse":
-            return F.mse_loss(recon, x)
-        return F.binary_cross_entropy(recon.clamp(1e-7, 1 - 1e-7), x)
 
     # --- validation -----------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
