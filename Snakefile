@@ -1,11 +1,9 @@
 # ae-batch: how does batch size change what an autoencoder learns from medical data?
-# raw → prepare → init → train (each batch size × seed) → evaluate → baselines → aggregate
+# raw → prepare → init → train (stacked groups of members) → evaluate → track → aggregate → figures → publish
+# The config is read in workflow/rules/common.smk: config/config.yaml, with your --configfile on top.
 from snakemake.utils import min_version
 
 min_version("9.0")
-
-
-configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"
@@ -20,13 +18,24 @@ include: "workflow/rules/aggregate.smk"
 
 
 onstart:
-    shell(TRACKING_INIT_CMD)
+    study_lock.acquire()
+    shell(f"{AE_BATCH} tracking-init --settings-file {TRACKING_INIT_SETTINGS}")
+
+
+onsuccess:
+    shell(f"{AE_BATCH} tracking-finish --settings-file {TRACKING_INIT_SETTINGS} --status FINISHED")
+    study_lock.release()
+
+
+onerror:
+    shell(f"{AE_BATCH} tracking-finish --settings-file {TRACKING_INIT_SETTINGS} --status FAILED || true")
+    study_lock.release()
 
 
 rule all:
     input:
         f"{RESULTS}/summary.csv",
-        f"{RESULTS}/stats.csv",
-        f"{RESULTS}/baselines.csv",
-        f"{RESULTS}/config.resolved.yaml",
+        f"{RESULTS}/verdict.csv",
+        f"{RESULTS}/noise_scale.csv",
         f"{RESULTS}/figures/metric_vs_batch_size",
+        f"{RESULTS}/mlflow.json",

@@ -15,3 +15,9 @@ class DataError(AeBatchError):
 
 class TrainingError(AeBatchError):
     """Training failed in a way the user can act on (e.g. the loss diverged)."""
+
+
+class TrainingInterrupted(AeBatchError):
+    """Training stopped on SIGTERM/SIGINT after saving a resumable checkpoint (exit status 143)."""
+
+    exit_code = 143

@@ -1,16 +1,20 @@
-"""Start-up cost of each `ae-batch` subcommand and of `snakemake -n`, and optionally the default study.
+"""Start-up cost of `ae-batch` jobs and of `snakemake -n`: what every Snakemake job pays once.
 
-Start-up = a fresh interpreter importing what the subcommand imports before it does any work (CLI
-parsing plus the stage module and its wings), which every Snakemake job pays once.
+* ``import <stage>``: a fresh interpreter importing what the subcommand imports before any work;
+* ``ae-batch train (1 step)``: a real train job of one optimizer step on a small prepared dataset, start
+  to exit (an upper bound of "start-up to the first optimizer step": it also writes its outputs);
+* ``snakemake -n``: planning the default study with nothing built.
 
-    python benchmarks/startup.py                 # start-up times (median of 3)
-    python benchmarks/startup.py --study         # also: wall time of `snakemake --cores 8` from scratch
+    python benchmarks/startup.py        # median of 3 → benchmarks/results/startup.json
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import datetime as dt
+import json
+import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -19,19 +23,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-STAGES = {
-    "--help": "import ae_batch.cli",
-    "synthesize": "import ae_batch.cli, ae_batch.stages.synthesize, ae_batch.data.synthetic_ehr",
-    "prepare": "import ae_batch.cli, ae_batch.stages.prepare, ae_batch.data.ehr",
-    "prepare (mri)": "import ae_batch.cli, ae_batch.stages.prepare, ae_batch.data.mri_prepare, monai.transforms",
-    "init": "import ae_batch.cli, ae_batch.stages.init",
-    "tracking-init": "import ae_batch.cli, ae_batch.stages.tracking_init, mlflow.tracking",
-    "train": "import ae_batch.cli, ae_batch.stages.train, ae_batch.models.systems, ae_batch.data.modules, mlflow.tracking",
-    "evaluate": "import ae_batch.cli, ae_batch.stages.evaluate, mlflow.tracking",
-    "baselines": "import ae_batch.cli, ae_batch.stages.baselines",
-    "aggregate": "import ae_batch.cli, ae_batch.stages.aggregate, ae_batch.evaluation.stats, mlflow.tracking",
-    "figures": "import ae_batch.cli, ae_batch.stages.figures, ae_batch.figures, mlflow.tracking",
+IMPORTS = {
+    "ae-batch --help": "import ae_batch.cli",
+    "import train job": "import ae_batch.cli, ae_batch.stages.train, ae_batch.training.loop, ae_batch.training.system",
+    "import evaluate job": "import ae_batch.cli, ae_batch.stages.evaluate, ae_batch.evaluation.downstream, torch",
+    "import track job": "import ae_batch.cli, ae_batch.stages.track, mlflow.tracking",
+    "import aggregate job": "import ae_batch.cli, ae_batch.stages.aggregate, ae_batch.evaluation.stats",
+    "ae-batch status": "import ae_batch.cli, ae_batch.status",
 }
 
 
@@ -41,31 +41,57 @@ def timed(cmd: list[str], cwd: Path = REPO) -> float:
     return time.perf_counter() - start
 
 
+def one_step_spec(tmp: Path) -> Path:
+    """A prepared 300-subject EHR cohort and the spec of a one-step train group."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from train_helpers import make_spec
+
+    from ae_batch.config import ProtocolConfig, SplitsConfig
+    from ae_batch.data.ehr import build_events_dataset
+    from ae_batch.data.prepared import save_prepared
+    from ae_batch.data.synthetic_ehr import synthesize_ehr_cohort
+
+    synthesize_ehr_cohort(tmp / "raw", n_subjects=300, n_phenotypes=60, seed=1)
+    entry = {"kind": "events", "events": str(tmp / "raw/events.csv"), "subjects": str(tmp / "raw/subjects.csv"),
+             "code_map": str(tmp / "raw/code_map.csv"), "id_column": "subject_id", "code_column": "code",
+             "sex_column": "sex", "map_code_column": "ICD9", "map_phenotype_column": "PheCode",
+             "map_sex_column": "sex", "min_count": 2, "keep_sex_restricted": False}  # fmt: skip
+    save_prepared(tmp / "prepared", build_events_dataset(entry, SplitsConfig()))
+    return make_spec(tmp, tmp / "prepared", 4, [(0, 1e-3)], ProtocolConfig("p", "steps", steps=1))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--study", action="store_true", help="also time the default study from scratch")
     a = p.parse_args()
-    base = statistics.median(timed([sys.executable, "-c", "pass"]) for _ in range(a.repeats))
-    print(f"python start alone: {base:.2f} s")
-    for name, code in STAGES.items():
-        t = statistics.median(timed([sys.executable, "-c", code]) for _ in range(a.repeats))
-        print(f"ae-batch {name:<15} {t:6.2f} s")
-    t = statistics.median(timed([str(SNAKEMAKE), "-n", "--quiet"]) for _ in range(a.repeats))
-    print(f"snakemake -n            {t:6.2f} s (default config, nothing built)")
-    if a.study:
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp) / "repo"
-            shutil.copytree(
-                REPO,
-                work,
-                ignore=shutil.ignore_patterns(
-                    ".venv", "results", ".snakemake", "mlflow.db*", "mlartifacts", ".git", "data_synthetic"
-                ),
+    times = {
+        "python -c pass": statistics.median(timed([sys.executable, "-c", "pass"]) for _ in range(a.repeats))
+    }
+    for name, code in IMPORTS.items():
+        times[name] = statistics.median(timed([sys.executable, "-c", code]) for _ in range(a.repeats))
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = one_step_spec(Path(tmp))
+        cmd = [sys.executable, "-m", "ae_batch", "train", "--spec", str(spec), "--accelerator", "cpu"]
+        times["ae-batch train (1 step, start to exit)"] = statistics.median(
+            timed(cmd) for _ in range(a.repeats)
+        )
+        with tempfile.TemporaryDirectory() as work:
+            times["snakemake -n (default study)"] = statistics.median(
+                timed([str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "-n", "--quiet"], cwd=Path(work))
+                for _ in range(a.repeats)
             )
-            (work / "data_synthetic").mkdir(exist_ok=True)
-            t = timed([str(SNAKEMAKE), "--cores", "8"], cwd=work)
-            print(f"default study (snakemake --cores 8, from scratch): {t / 60:.1f} min")
+    for name, t in times.items():
+        print(f"{name:<42} {t:6.2f} s")
+    out = {"machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "torch": _torch_version(),
+           "date": dt.date.today().isoformat(), "command": "python benchmarks/startup.py", "times": times}  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "startup.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+def _torch_version() -> str:
+    from importlib.metadata import version
+
+    return version("torch")
 
 
 if __name__ == "__main__":

@@ -107,3 +107,15 @@ def tiny_prepared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     save_prepared(root / "tabular", tabular)
     return {"events": root / "events", "tabular": root / "tabular", "root": root}
+
+
+@pytest.fixture(scope="session")
+def ehr_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny EHR study (two protocols, two batch sizes, two seeds), run once per session.
+    Tests that change it work on a copy (``shutil.copytree`` keeps the files' mtimes)."""
+    from snakemake_helpers import TINY_EHR_STUDY, run_snakemake, write_config
+
+    work = tmp_path_factory.mktemp("ehr_study")
+    result = run_snakemake(work, write_config(work, TINY_EHR_STUDY))
+    assert result.returncode == 0, result.stderr[-4000:]
+    return work

@@ -16,6 +16,7 @@ from ae_batch.evaluation.codebook import (
     codebook_usage,
     dead_codes,
 )
+from ae_batch.evaluation.diversity import exp_entropy, mean_abs_cosine, mean_pairwise_cosine
 
 
 def test_uniform_use_of_all_codes() -> None:
@@ -104,3 +105,22 @@ def test_codebook_metrics_dict() -> None:
     assert m["codebook_usage"] == pytest.approx(0.5)
     assert m["codebook_dead_codes"] == 2.0
     assert m["codebook_mean_cosine"] == pytest.approx(0.0)
+
+
+def test_shared_helpers_give_the_codebook_metrics() -> None:
+    """Perplexity is the exp-entropy of the code counts; mean cosine the signed pairwise cosine."""
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 6, size=200)
+    assert codebook_perplexity(codes, 8) == exp_entropy(np.bincount(codes, minlength=8))
+    e = rng.standard_normal((6, 3))
+    assert codebook_mean_cosine(e) == mean_pairwise_cosine(e, absolute=False)
+
+
+def test_codebook_cosine_is_signed_and_uncentred() -> None:
+    """Code vectors that all point one way are a collapsed codebook, offset or not: no centring (unlike the
+    latents' mean |cosine|), and opposite codes count as -1, not +1."""
+    e = np.array([[10.0, 1.0], [10.0, -1.0]])
+    assert codebook_mean_cosine(e) == pytest.approx(99 / 101)
+    assert mean_abs_cosine(e) == pytest.approx(1.0)  # the latents' metric, centred: ±(0, 1)
+    e = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    assert codebook_mean_cosine(e) == pytest.approx(-2 * 2 / 12)  # 2 opposite pairs (×2 orders) of 12

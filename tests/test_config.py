@@ -37,7 +37,12 @@ def with_changes(**changes: Any) -> dict[str, Any]:
 def test_defaults_are_filled(tmp_path: Path) -> None:
     config = resolve_config(copy.deepcopy(MINIMAL), tmp_path)
     assert config["study"] == "default"
-    assert config["seeds"] == [0, 1, 2]
+    assert config["seeds"] == [0, 1, 2, 3, 4, 5]  # six paired seeds: Wilcoxon can reach p < 0.05
+    assert config["protocols"] == {
+        "paper": {"budget": "epochs", "lr": "fixed", "reference_batch_size": 32, "validate_every_steps": None}
+    }
+    assert config["model"]["latent_activation"] == "identity"
+    assert config["mlflow"]["experiment_name"] is None and config["training"]["max_stack"] is None
     assert config["training"]["max_epochs"] == 30
     assert config["training"]["learning_rate"] == pytest.approx(1e-3)
     assert config["training"]["optimizer"] == "adam"
@@ -85,9 +90,9 @@ def _ehr_with(**extra: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("raw", "key_path", "detail"),
     [
-        (with_changes(bogus=1), "<top level>", "bogus"),
-        (with_changes(training={"max_epoch": 3}), "'training'", "max_epoch"),
-        (_ehr_with(min_cuont=3), "'datasets.ehr'", "min_cuont"),
+        (with_changes(bogus=1), "'bogus'", "not a valid key"),
+        (with_changes(training={"max_epoch": 3}), "'training.max_epoch'", "did you mean 'max_epochs'?"),
+        (_ehr_with(min_cuont=3), "'datasets.ehr.min_cuont'", "did you mean 'min_count'?"),
         (with_changes(batch_sizes="abc"), "'batch_sizes'", "not of type 'array'"),
         (with_changes(batch_sizes=[4, 0]), "'batch_sizes.1'", "minimum"),
         (with_changes(batch_sizes=[]), "'batch_sizes'", "non-empty"),
@@ -220,3 +225,103 @@ def test_model_override_with_unknown_key_is_rejected(tmp_path: Path) -> None:
     study = study_config(resolve_config(raw, tmp_path))
     with pytest.raises(ConfigError, match=r"datasets\.tab\.model.*latent_dimm"):
         study.model_for("tab")
+
+
+# --- protocols ---------------------------------------------------------------------------------------
+def _with_protocols(**protocols: Any) -> dict[str, Any]:
+    return with_changes(protocols=protocols)
+
+
+@pytest.mark.parametrize(
+    ("spec", "key", "detail"),
+    [
+        ({"budget": "weeks"}, "protocols.p.budget", "weeks"),
+        ({"budget": "epochs", "lr": "cubic"}, "protocols.p.lr", "cubic"),
+        ({"budget": "steps"}, "protocols.p", "needs 'steps'"),
+        ({"budget": "steps", "steps": 0}, "protocols.p.steps", "minimum"),
+        ({"budget": "epochs", "lr": "tuned"}, "protocols.p", "needs 'lr_grid'"),
+        ({"budget": "epochs", "lr": "tuned", "lr_grid": [0.001, 0.001]}, "protocols.p.lr_grid", "duplicate"),
+        ({"budget": "epochs", "lr": "tuned", "lr_grid": [0.001, 0]}, "protocols.p.lr_grid", "0"),
+        ({"budget": "epochs", "lr": "tuned", "lr_grid": [-1e-3]}, "protocols.p.lr_grid", "-0.001"),
+        ({"budget": "epochs", "lr_grid": [1e-3]}, "protocols.p.lr_grid", "needs lr 'tuned'"),
+        ({"budget": "epochs", "steps": 10}, "protocols.p.steps", "only a 'steps' budget"),
+        ({"budget": "steps", "steps": 5, "epochs": 2}, "protocols.p.epochs", "only an 'epochs' budget"),
+        ({"budget": "epochs", "lr": "sqrt", "reference_batch_size": 0}, "protocols.p.reference_batch_size", "minimum"),
+        ({"budget": "steps", "steps": 9, "validate_every": 3}, "protocols.p.validate_every", "validate_every_steps"),
+    ],
+    ids=["budget", "lr-rule", "steps-missing", "steps-zero", "grid-missing", "grid-duplicate", "grid-zero",
+         "grid-negative", "grid-untuned", "steps-with-epochs", "epochs-with-steps", "bad-reference", "typo"],
+)  # fmt: skip
+def test_bad_protocol_specs_name_the_key(spec: dict[str, Any], key: str, detail: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_config(_with_protocols(p=spec), tmp_path)
+    assert f"'{key}" in str(info.value) and detail in str(info.value)
+
+
+def test_protocols_apply_per_dataset_with_overrides(tmp_path: Path) -> None:
+    raw = _with_protocols(
+        paper={"budget": "epochs", "lr": "fixed"},
+        equal={"budget": "steps", "steps": 3000, "lr": "sqrt"},
+        tuned={"budget": "steps", "steps": 3000, "lr": "tuned", "lr_grid": [3e-4, 1e-3]},
+    )
+    raw["training"] = {"max_epochs": 12}
+    raw["datasets"]["brain"]["protocols"] = {"equal": {"steps": 300}, "tuned": {"steps": 300}}
+    study = study_config(resolve_config(raw, tmp_path))
+    paper = study.protocol_for("ehr", "paper")
+    assert (paper.budget, paper.epochs, paper.steps) == ("epochs", 12, None)  # training.max_epochs
+    assert study.protocol_for("ehr", "equal").steps == 3000
+    assert study.protocol_for("brain", "equal").steps == 300  # the dataset's override
+    tuned = study.protocol_for("brain", "tuned")
+    assert (tuned.steps, tuned.lr, tuned.lr_grid, tuned.reference_batch_size) == (
+        300,
+        "tuned",
+        (3e-4, 1e-3),
+        32,
+    )
+
+
+def test_override_of_an_unknown_protocol_is_refused(tmp_path: Path) -> None:
+    raw = _with_protocols(paper={"budget": "epochs"})
+    raw["datasets"]["ehr"]["protocols"] = {"papr": {"epochs": 3}}
+    with pytest.raises(ConfigError, match=r"datasets\.ehr\.protocols\.papr.*did you mean 'paper'"):
+        resolve_config(raw, tmp_path)
+
+
+def test_a_user_config_replaces_datasets_and_protocols_but_merges_the_rest() -> None:
+    from ae_batch.config import merge_configs
+
+    default = {
+        "training": {"max_epochs": 30, "learning_rate": 1e-3},
+        "protocols": {"paper": {"budget": "epochs"}, "equal": {"budget": "steps", "steps": 9}},
+        "datasets": {"a": {"kind": "tabular", "path": "a.csv"}},
+    }
+    merged = merge_configs(
+        default, {"training": {"max_epochs": 5}, "datasets": {"b": {"kind": "tabular", "path": "b"}}}
+    )
+    assert merged["training"] == {"max_epochs": 5, "learning_rate": 1e-3}
+    assert list(merged["datasets"]) == ["b"]  # exactly the user's datasets
+    assert list(merged["protocols"]) == ["paper", "equal"]  # not mentioned: the defaults stay
+    only_paper = merge_configs(default, {"protocols": {"paper": {"budget": "epochs"}}})
+    assert list(only_paper["protocols"]) == ["paper"]  # how to turn the controlled protocols off
+
+
+def test_the_default_study_runs_paper_and_a_controlled_protocol_with_six_seeds() -> None:
+    from ae_batch.config import load_study_config
+
+    study = study_config(load_study_config())
+    assert "paper" in study.protocols and len(study.protocols) >= 2
+    assert len(study.seeds) >= 6
+    for name in study.datasets:
+        assert study.protocol_for(name, "paper").budget == "epochs"
+
+
+def test_an_old_config_without_protocols_keeps_its_meaning(tmp_path: Path) -> None:
+    """No `protocols` key: the paper protocol is the config's own epochs and learning rate."""
+    study = study_config(
+        resolve_config(with_changes(training={"max_epochs": 7, "learning_rate": 0.01}), tmp_path)
+    )
+    paper = study.protocol_for("ehr", "paper")
+    assert (paper.budget, paper.epochs, paper.lr) == ("epochs", 7, "fixed")
+    from ae_batch.training.protocols import learning_rates
+
+    assert learning_rates(paper, study.training.learning_rate, 64) == [0.01]

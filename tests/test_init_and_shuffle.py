@@ -1,4 +1,4 @@
-"""Shared initial states (``init_model``) and the per-(seed, epoch) shuffle order (``ChunkedBatches``)."""
+"""Shared initial states (``init_model``) and the per-(seed, epoch) shuffle order (``StackedBatches``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from typing import Any
 import pytest
 import torch
 
-from ae_batch.config import ModelConfig, TrainingConfig
-from ae_batch.data.modules import ChunkedBatches, InOrderBatches, shuffle_order
-from ae_batch.stages.init import file_sha256, init_model, load_initial_model
+from ae_batch.config import ModelConfig, ProtocolConfig
+from ae_batch.io import file_sha256
+from ae_batch.models.factory import load_model
+from ae_batch.stages.init import init_model
+from ae_batch.training.batches import Cursor, StackedBatches, shuffle_order
+from ae_batch.training.protocols import budget_for
 
 MODEL = ModelConfig(kind="mlp", hidden_dims=(16,), latent_dim=4)
 
@@ -62,26 +65,9 @@ def test_load_initial_model_restores_the_saved_state(tmp_path: Path, tiny_prepar
     saved = _state(tmp_path / "seed3.pt")
     input_dim = saved["encoder.0.weight"].shape[1]
     torch.manual_seed(12345)  # a different global RNG state must not matter
-    net = load_initial_model(tmp_path / "seed3.pt", MODEL, (input_dim,), "sigmoid")
+    net = load_model(tmp_path / "seed3.pt", MODEL, (input_dim,), "sigmoid")
     for key, value in net.state_dict().items():
         assert torch.equal(value, saved[key]), key
-
-
-def test_every_batch_size_records_the_same_init_sha(tmp_path: Path, tiny_prepared: Any) -> None:
-    from ae_batch.stages.train import train_grid_point
-
-    init = tmp_path / "init" / "seed0.pt"
-    init_model(tiny_prepared["events"], init, 0, MODEL)
-    expected = file_sha256(init)
-    training = TrainingConfig(max_epochs=1, accelerator="cpu")
-    records = [
-        train_grid_point(
-            tiny_prepared["events"], init, tmp_path / f"bs{bs}", "ehr", bs, 0, training, MODEL, progress=False
-        )
-        for bs in (4, 32)
-    ]
-    assert [r["init_sha256"] for r in records] == [expected, expected]
-    assert file_sha256(init) == expected  # training never rewrites the initial state
 
 
 # --- shuffle order ----------------------------------------------------------------------------------
@@ -104,44 +90,52 @@ def test_shuffle_order_ignores_the_global_rng() -> None:
     assert torch.equal(a, shuffle_order(30, seed=5, epoch=2))
 
 
+def _epoch_batches(
+    n: int, batch_size: int, seeds: list[int], epoch: int, chunk: int = 2048, position: int = 0
+):
+    budget = budget_for(ProtocolConfig("p", "epochs", epochs=epoch + 1), batch_size, n)
+    cursor = Cursor(epoch=epoch, position=position)
+    loader = StackedBatches(seeds, budget, cursor, chunk_samples=chunk)
+    return list(loader), loader
+
+
 @pytest.mark.parametrize("batch_size", [1, 7, 50])
 @pytest.mark.parametrize("chunk_samples", [10, 256])
-def test_chunked_batches_cover_every_sample_once_in_shuffle_order(
+def test_stacked_batches_cover_every_sample_once_in_each_members_order(
     batch_size: int, chunk_samples: int
 ) -> None:
-    n, seed = 50, 4
-    x = torch.arange(n, dtype=torch.float32)[:, None].repeat(1, 3)  # row i holds the value i
-    loader = ChunkedBatches(x, batch_size, seed, chunk_samples=chunk_samples)
-    assert loader.steps_per_epoch == math.ceil(n / batch_size)
+    n, seeds = 50, [4, 9, 4]
     for epoch in (0, 1):
-        loader.set_epoch(epoch)
-        chunks = list(loader)
-        assert len(chunks) == len(loader)
+        chunks, loader = _epoch_batches(n, batch_size, seeds, epoch, chunk_samples)
         batches = [b for chunk in chunks for b in chunk]
         assert len(batches) == math.ceil(n / batch_size)
-        assert all(len(b) == batch_size for b in batches[:-1])
-        assert len(batches[-1]) == n - batch_size * (len(batches) - 1)
-        seen = torch.cat(batches)[:, 0].long()
-        assert torch.equal(seen, shuffle_order(n, seed, epoch))
-        assert torch.equal(torch.sort(seen).values, torch.arange(n))
-        # each chunk carries at least chunk_samples samples' worth of steps (except the last)
+        assert all(b.shape == (3, batch_size) for b in batches[:-1])
+        assert batches[-1].shape == (3, n - batch_size * (len(batches) - 1))
+        for k, seed in enumerate(seeds):  # row k is member k's own (seed, epoch) order
+            assert torch.equal(torch.cat([b[k] for b in batches]), shuffle_order(n, seed, epoch))
         per_chunk = max(1, chunk_samples // batch_size)
         assert all(len(c) == per_chunk for c in chunks[:-1])
-    assert loader.sampler is loader  # Lightning calls loader.sampler.set_epoch
 
 
 def test_same_order_for_every_batch_size() -> None:
-    x = torch.arange(40, dtype=torch.float32)[:, None]
     orders = []
     for batch_size in (1, 3, 8, 40):
-        loader = ChunkedBatches(x, batch_size, seed=2)
-        loader.set_epoch(3)
-        orders.append(torch.cat([b for chunk in loader for b in chunk])[:, 0])
+        chunks, _ = _epoch_batches(40, batch_size, [2], epoch=3)
+        orders.append(torch.cat([b[0] for chunk in chunks for b in chunk]))
     assert all(torch.equal(orders[0], o) for o in orders[1:])
 
 
-def test_in_order_batches_are_unshuffled() -> None:
-    x = torch.arange(10, dtype=torch.float32)[:, None]
-    batches = list(InOrderBatches(x, 4))
-    assert [len(b) for b in batches] == [4, 4, 2] and len(InOrderBatches(x, 4)) == 3
-    assert torch.equal(torch.cat(batches), x)
+def test_a_resumed_epoch_starts_at_its_position() -> None:
+    full, _ = _epoch_batches(30, 4, [1, 2], epoch=2)
+    rest, _ = _epoch_batches(30, 4, [1, 2], epoch=2, position=3)
+    full_batches = [b for c in full for b in c]
+    rest_batches = [b for c in rest for b in c]
+    assert len(rest_batches) == len(full_batches) - 3
+    assert all(torch.equal(a, b) for a, b in zip(full_batches[3:], rest_batches, strict=True))
+
+
+def test_a_step_budget_ends_with_a_partial_epoch() -> None:
+    budget = budget_for(ProtocolConfig("p", "steps", steps=10), 4, 30)  # 8 steps per epoch
+    assert (budget.steps_per_epoch, budget.epochs, budget.steps_in_epoch(1)) == (8, 2, 2)
+    chunks = list(StackedBatches([0], budget, Cursor(epoch=1)))
+    assert sum(len(c) for c in chunks) == 2

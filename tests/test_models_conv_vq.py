@@ -47,7 +47,7 @@ def test_forward_shapes(kind: str, shape: tuple[int, int, int, int]) -> None:
         assert out.codes is None
         assert out.aux_loss.item() == 0.0
     else:
-        assert model.latent_dim == 16
+        assert model.latent_dim == 32  # embedding_dim 16 pooled per hemisphere
         assert out.codes is not None
         assert out.codes.dtype == torch.long
         assert out.codes.shape == (3, *_grid(shape[1:]))
@@ -199,3 +199,18 @@ def test_vq_explicit_codebook_init_is_batch_independent() -> None:
         return init
 
     torch.testing.assert_close(codebook_after(1), codebook_after(8), rtol=0, atol=0)
+
+
+def test_vq_latent_keeps_left_and_right_apart() -> None:
+    """A change confined to the left half of the volume moves only the left half's latent entries
+    (the previous global pool mixed them, so laterality could not be decoded by construction)."""
+    from ae_batch.models.vq import VQVAE3d
+
+    torch.manual_seed(0)
+    model = VQVAE3d((1, 16, 16, 16), (4, 8), embedding_dim=3, codebook_size=4).eval()
+    x = torch.rand(1, 1, 16, 16, 16)
+    bumped = x.clone()
+    bumped[:, :, :4] += 0.5  # the low-x quarter: within the receptive fields of the left half only
+    z, zb = model.encode(x).view(3, 2), model.encode(bumped).view(3, 2)  # [embedding_dim, hemisphere]
+    assert (z[:, 0] - zb[:, 0]).abs().max() > 1e-3
+    assert torch.allclose(z[:, 1], zb[:, 1], atol=1e-6)

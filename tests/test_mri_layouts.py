@@ -133,6 +133,7 @@ def test_manifest_paths_sex_channel_and_wrapper_folder(tmp_path: Path) -> None:
         MriSubject("003", absolute, None, 1, None),  # ids stay text: "003" not 3
         MriSubject("007", data / "imgs" / "a.nii.gz", data / "segs" / "a_seg.nii.gz", None, "F"),
     ]
+    assert [s.line for s in subjects] == [None, "line 2"]  # where a manifest's sex value came from
     # an unzipped release often sits inside one wrapper folder
     wrapped = tmp_path / "release"
     _save(wrapped / "Wrapper_2021" / "BraTS2021_00001" / "BraTS2021_00001_t1.nii.gz", _tiny(2))
@@ -201,3 +202,36 @@ def test_orientation_and_4d_volume_choice_do_not_change_the_result(cohort: Path,
         np.testing.assert_allclose(c.volumes[order[name]], ref, atol=1e-5, err_msg=name)
     assert np.ptp(c.laterality) < 1e-9 and abs(c.laterality[0]) > 0.1
     assert sorted(c.meta["original_orientation"]) == ["LPS", "RAS", "RAS", "SRA"]
+
+
+def test_manifest_row_errors_name_the_line(tmp_path: Path) -> None:
+    """Manifest problems name the manifest, the column, the subject and the CSV line (header = line 1)."""
+    from ae_batch.errors import DataError
+
+    _save(tmp_path / "a.nii.gz", _tiny(0))
+    manifest = tmp_path / "m.csv"
+
+    def refused(rows: list[dict[str, str]], text: str | None = None) -> str:
+        if text is None:
+            pd.DataFrame(rows).to_csv(manifest, index=False)
+        else:
+            manifest.write_text(text)
+        with pytest.raises(DataError) as err:
+            discover_mri_subjects(manifest, dataset="scan")
+        message = str(err.value)
+        assert message.startswith(f"{manifest}: "), message
+        return message
+
+    row = {"subject_id": "s1", "image": "a.nii.gz", "channel": ""}
+    message = refused([row, {**row, "subject_id": "s2"}, {**row, "subject_id": "s1"}])
+    assert "column 'subject_id' of the manifest file: subject id s1 appears twice (lines 2 and 4)" in message
+    message = refused([row, {**row, "subject_id": " "}])
+    assert "column 'subject_id' has no subject id on line 3" in message
+    message = refused([row, {**row, "subject_id": "s2", "channel": "-1"}])
+    assert "column 'channel': subject s2 (line 3) has '-1'; expected a volume index >= 0" in message
+    message = refused([row, {**row, "subject_id": "s2", "image": " "}])
+    assert "column 'image' is empty for subject s2 (line 3)" in message
+    message = refused([], text="subject_id,image,image\ns1,a.nii.gz,a.nii.gz\n")
+    assert "column 'image' more than once in its header (columns 2 and 3)" in message
+    message = refused([], text="subject id,image\ns1,a.nii.gz\n")
+    assert "lacks column 'subject_id' (datasets.scan.id_column; did you mean 'subject id'?)" in message

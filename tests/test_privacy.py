@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ae_batch.stages.evaluate import per_subject_for_tracking
+from ae_batch.stages.track import per_subject_for_tracking
 from ae_batch.stages.tracking_init import init_tracking
 
 TABLE = pd.DataFrame(
@@ -42,8 +42,8 @@ def test_raw_ids_only_when_asked_and_nothing_without_a_salt(tmp_path: Path) -> N
 def test_tracking_init_makes_one_random_salt_and_keeps_it(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     salt = tmp_path / "results" / ".subject_id_salt"
-    init_tracking(uri, "s", ["d"], salt)
+    init_tracking(uri, "ae-batch-s", "s", ["d"], tmp_path, salt)
     first = salt.read_text()
     assert len(first.strip()) == 32
-    init_tracking(uri, "s", ["d"], salt)
+    init_tracking(uri, "ae-batch-s", "s", ["d"], tmp_path, salt)
     assert salt.read_text() == first

@@ -12,7 +12,7 @@ from snakemake_helpers import TINY_ICD, run_snakemake
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"trainig": {"max_epochs": 3}}, "'trainig' was unexpected"),
+        ({"trainig": {"max_epochs": 3}}, "'trainig' is not a valid key (did you mean 'training'?)"),
         ({"batch_sizes": [4, 4]}, "batch_sizes"),
         ({"batch_sizes": []}, "batch_sizes"),
         ({"training": {"learning_rate": 0}}, "training.learning_rate"),

@@ -12,42 +12,50 @@ import numpy as np
 import pandas as pd
 
 from ae_batch.config import SplitsConfig
-from ae_batch.data.labels import encode_sex
+from ae_batch.data.labels import encode_sex, sex_word
 from ae_batch.data.prepared import PreparedDataset
 from ae_batch.data.splits import make_splits
-from ae_batch.data.tables import clean_ids, read_table, require_columns
+from ae_batch.data.tables import (
+    clean_ids,
+    locations,
+    locator,
+    missing_columns_error,
+    read_table,
+    require_columns,
+    row_location,
+    subject_at,
+)
 from ae_batch.errors import DataError
 
-_FEMALE_WORDS = {"female", "f", "women", "woman"}
-_MALE_WORDS = {"male", "m", "men", "man"}
 # A text column is "numeric with junk" (an error) rather than categorical when most values parse.
 NUMERIC_JUNK_THRESHOLD = 0.9
 
 
 def _subjects_with_splits(
-    frame: pd.DataFrame, id_column: str, sex_column: str, what: str, path: str, splits: SplitsConfig
+    frame: pd.DataFrame,
+    id_column: str,
+    sex_column: str,
+    what: str,
+    path: str,
+    splits: SplitsConfig,
+    name: str,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    require_columns(frame, [id_column, sex_column], what, path)
+    keys = {id_column: f"datasets.{name}.id_column", sex_column: f"datasets.{name}.sex_column"}
+    require_columns(frame, [id_column, sex_column], what, path, keys)
     ids = clean_ids(frame, id_column, what, path)
-    sex, mapping = encode_sex(frame[sex_column], f"{what} file {path}, column '{sex_column}'")
-    missing_sex = ids[sex.isna().to_numpy()].tolist()
-    if missing_sex:
+    id_list = ids.tolist()
+    sex, mapping = encode_sex(frame[sex_column], f"{path}: column '{sex_column}'", id_list, locator(path))
+    missing = np.flatnonzero(sex.isna().to_numpy())
+    if len(missing):
+        shown = ", ".join(subject_at(path, id_list, i) for i in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise DataError(
-            f"{what} file {path}: subject(s) {missing_sex[:5]} have no value in '{sex_column}' "
-            f"({len(missing_sex)} in all); sex is needed for the split and the downstream classifier"
+            f"{path}: column '{sex_column}' has no value for {shown}{more} "
+            f"({len(missing)} subject(s) in all); sex is needed for the split and the downstream classifier"
         )
-    split = make_splits(ids.tolist(), sex.tolist(), splits.val_fraction, splits.test_fraction, splits.seed)
+    split = make_splits(id_list, sex.tolist(), splits.val_fraction, splits.test_fraction, splits.seed)
     subjects = pd.DataFrame({"subject_id": ids.to_numpy(), "split": split.to_numpy(), "sex": sex.to_numpy()})
     return subjects, mapping
-
-
-def _restriction_of(value: Any) -> str:
-    text = "" if pd.isna(value) else str(value).strip().lower()
-    if text in _FEMALE_WORDS:
-        return "female"
-    if text in _MALE_WORDS:
-        return "male"
-    return ""
 
 
 def build_events_dataset(
@@ -61,30 +69,45 @@ def build_events_dataset(
         entry["map_sex_column"],
     )
 
+    key = f"datasets.{name}"
     subjects_raw = read_table(entry["subjects"], "subjects", [id_col])
     subjects, sex_mapping = _subjects_with_splits(
-        subjects_raw, id_col, sex_col, "subjects", entry["subjects"], splits
+        subjects_raw, id_col, sex_col, "subjects", entry["subjects"], splits, name
     )
     events = read_table(entry["events"], "events", [id_col, code_col])
-    require_columns(events, [id_col, code_col], "events", entry["events"])
+    require_columns(
+        events,
+        [id_col, code_col],
+        "events",
+        entry["events"],
+        {id_col: f"{key}.id_column", code_col: f"{key}.code_column"},
+    )
     code_map = read_table(entry["code_map"], "code map", [map_code, map_phen])
-    require_columns(code_map, [map_code, map_phen], "code map", entry["code_map"])
+    require_columns(
+        code_map,
+        [map_code, map_phen],
+        "code map",
+        entry["code_map"],
+        {map_code: f"{key}.map_code_column", map_phen: f"{key}.map_phenotype_column"},
+    )
 
     events = events[[id_col, code_col]].dropna().astype(str)
     events[id_col] = events[id_col].str.strip()
     events[code_col] = events[code_col].str.strip()
-    known = set(subjects["subject_id"])
-    unknown = sorted(set(events[id_col]) - known)
-    if unknown:
+    unknown_rows = ~events[id_col].isin(set(subjects["subject_id"]))
+    if unknown_rows.any():
+        unknown = sorted(set(events.loc[unknown_rows, id_col]))
+        first = int(events.index[unknown_rows.to_numpy()][0])
         raise DataError(
-            f"events file {entry['events']}: {len(unknown)} subject(s) not in the subjects file "
-            f"{entry['subjects']}: {unknown[:5]}"
+            f"{entry['events']}: column '{id_col}': subject {events.at[first, id_col]} "
+            f"({row_location(entry['events'], first)}) is not in the subjects file {entry['subjects']}; "
+            f"{len(unknown)} unknown subject(s) in all: {unknown[:5]}"
         )
 
     cmap = code_map[[map_code, map_phen]].dropna().astype(str)
     cmap = cmap.assign(**{map_code: cmap[map_code].str.strip(), map_phen: cmap[map_phen].str.strip()})
     if map_sex in code_map.columns:
-        restriction = code_map[map_sex].map(_restriction_of).reindex(cmap.index)
+        restriction = code_map[map_sex].map(sex_word).reindex(cmap.index)
     else:
         restriction = pd.Series("", index=cmap.index)
     phen_restriction = (
@@ -105,7 +128,7 @@ def build_events_dataset(
     phenotypes = sorted(kept)
     if not phenotypes:
         raise DataError(
-            f"events file {entry['events']}: no phenotype is present in at least min_count="
+            f"{entry['events']}: no phenotype is present in at least min_count="
             f"{entry['min_count']} training subjects; lower datasets.{name}.min_count"
         )
 
@@ -132,12 +155,15 @@ def build_events_dataset(
     return PreparedDataset(features=features, subjects=subjects, meta=meta)
 
 
-def _column_is_categorical(values: pd.Series, train: np.ndarray, col: str, path: str, name: str) -> bool:
+def _column_is_categorical(
+    values: pd.Series, train: np.ndarray, col: str, path: str, name: str, ids: list[str]
+) -> bool:
     """Numeric or categorical, decided on the training rows; junk text in a numeric column is an error.
 
     A text column whose values all parse as numbers (e.g. parquet strings) is numeric. One that mostly
-    parses (≥ 90% of the training values) but holds some text is refused, naming the column and a value,
-    since a typo would otherwise silently turn a lab value into a one-hot category.
+    parses (≥ 90% of the training values) but holds some text is refused, naming the column, the first
+    subject with text, its line and the value, since a typo would otherwise silently turn a lab value into
+    a one-hot category.
     """
     if pd.api.types.is_numeric_dtype(values):
         return False
@@ -150,12 +176,13 @@ def _column_is_categorical(values: pd.Series, train: np.ndarray, col: str, path:
     share = parses.to_numpy()[train_present].mean()
     if share < NUMERIC_JUNK_THRESHOLD:
         return True
-    junk = text[present & ~parses]
-    if not junk.empty:
+    junk = np.flatnonzero((present & ~parses).to_numpy())
+    if len(junk):
+        first = int(junk[0])
+        more = f" ({len(junk)} text values in all, on {locations(path, junk)})" if len(junk) > 1 else ""
         raise DataError(
-            f"table file {path}: column '{col}' is numeric but holds text such as {junk.iloc[0]!r} "
-            f"(subject row {int(junk.index[0])}); fix the value or list '{col}' in "
-            f"datasets.{name}.categorical_columns"
+            f"{path}: column '{col}' is numeric but {subject_at(path, ids, first)} has text "
+            f"{text.iloc[first]!r}{more}; fix the value or list '{col}' in datasets.{name}.categorical_columns"
         )
     return False
 
@@ -166,13 +193,16 @@ def build_tabular_dataset(
     """A one-row-per-subject table → imputed, scaled numeric + one-hot categorical features."""
     path, id_col, sex_col = entry["path"], entry["id_column"], entry["sex_column"]
     frame = read_table(path, "table", [id_col])
-    subjects, sex_mapping = _subjects_with_splits(frame, id_col, sex_col, "table", path, splits)
-    unknown_drop = [c for c in entry.get("drop_columns", []) if c not in frame.columns]
-    unknown_cat = [c for c in entry.get("categorical_columns", []) if c not in frame.columns]
-    if unknown_drop or unknown_cat:
-        raise DataError(
-            f"table file {path}: datasets.{name} names column(s) not in the file: {unknown_drop + unknown_cat}"
-        )
+    subjects, sex_mapping = _subjects_with_splits(frame, id_col, sex_col, "table", path, splits, name)
+    listed = {
+        col: f"named in datasets.{name}.{key}"
+        for key in ("drop_columns", "categorical_columns")
+        for col in entry.get(key, [])
+    }
+    absent = [c for c in listed if c not in frame.columns]
+    if absent:
+        raise missing_columns_error(absent, list(frame.columns), "table", path, listed)
+    ids = subjects["subject_id"].tolist()
     excluded = {id_col, sex_col, *entry.get("drop_columns", [])}
     listed_categorical = set(entry.get("categorical_columns", []))
     train = (subjects["split"] == "train").to_numpy()
@@ -183,7 +213,7 @@ def build_tabular_dataset(
     dropped: dict[str, str] = {}
     for col in [c for c in frame.columns if c not in excluded]:
         values = frame[col]
-        categorical = col in listed_categorical or _column_is_categorical(values, train, col, path, name)
+        categorical = col in listed_categorical or _column_is_categorical(values, train, col, path, name, ids)
         if categorical:
             text = values.astype("string").str.strip().fillna("__missing__").astype(object)
             text[text == ""] = "__missing__"
@@ -211,7 +241,7 @@ def build_tabular_dataset(
             names.append(col)
             fitted["numeric"][col] = {"median": median, "mean": mean, "std": std}
     if not blocks:
-        raise DataError(f"table file {path}: no feature columns left besides '{id_col}' and '{sex_col}'")
+        raise DataError(f"{path}: no feature columns left besides '{id_col}' and '{sex_col}'")
     meta = {
         "kind": "tabular",
         "feature_names": names,

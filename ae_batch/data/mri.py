@@ -4,12 +4,17 @@ Order of work, so that every bad input is reported before any training:
 
 1. discover the subjects (:mod:`ae_batch.data.mri_layouts`) and join the subjects CSV, if given;
 2. check every subject's headers: readable, 3D (or 4D with a chosen volume), finite and non-singular
-   affine, segmentation with the image's shape and affine;
-3. per subject: read the voxels (a truncated ``.nii.gz`` fails here, named), refuse NaN/Inf voxels,
-   compute laterality from the segmentation in world coordinates (:mod:`ae_batch.data.laterality`), then
-   preprocess with MONAI: LoadImaged -> EnsureChannelFirstd -> (volume pick for 4D) -> Orientationd(RAS)
-   -> Spacingd(1 mm) -> ScaleIntensityRangePercentilesd(0.5, 99.5 -> [0, 1], clip) -> CropForegroundd
-   (> 0) -> aspect-preserving Resize + symmetric zero pad to ``spatial_size``.
+   affine, segmentation with the image's shape and affine, and a file as long as its header promises
+   (a truncated download; for ``.nii.gz`` the gzip trailer's length is compared, and only a file whose
+   trailer disagrees is decompressed to confirm).
+   Steps 1-2 are :func:`check_mri_inputs`, which never reads voxels: ``ae_batch.data.checks`` runs it
+   before any job;
+3. per subject: read the voxels (damage that keeps the file's length, e.g. a garbled gzip stream, fails
+   here, named), refuse NaN/Inf voxels, compute laterality from the segmentation in world coordinates
+   (:mod:`ae_batch.data.laterality`), then preprocess with MONAI: LoadImaged -> EnsureChannelFirstd ->
+   (volume pick for 4D) -> Orientationd(RAS) -> Spacingd(1 mm) -> ScaleIntensityRangePercentilesd(0.5,
+   99.5 -> [0, 1], clip) -> CropForegroundd (> 0) -> aspect-preserving Resize + symmetric zero pad to
+   ``spatial_size``.
 
 Problems are collected over all subjects and raised together as one DataError whose lines each name the
 subject, the file and what was expected. Every step is per volume: nothing is fitted across subjects, so
@@ -21,8 +26,10 @@ NaN into a whole NaN volume, and silently imputing would hide a broken conversio
 
 from __future__ import annotations
 
+import gzip
 import sys
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +44,7 @@ from ae_batch.data.mri_layouts import (
     MODALITY_ALIASES,
     MriSubject,
     canonical_modality,
+    config_key,
     discover_mri_subjects,
     msd_channel,
     resolve_layout,
@@ -47,29 +55,17 @@ from ae_batch.errors import DataError
 __all__ = [
     "MriCohort",
     "MriHeader",
+    "MriInputs",
     "MriSubject",
     "check_mri_headers",
+    "check_mri_inputs",
     "discover_mri_subjects",
     "load_mri_cohort",
+    "load_mri_volumes",
 ]
 
 PERCENTILES = (0.5, 99.5)
 _MAX_LISTED = 10
-
-
-@dataclass
-class MriCohort:
-    """Preprocessed volumes and labels, one entry per subject in ``subject_ids`` order.
-
-    ``sex`` holds the raw values (positional RangeIndex, name "sex"), or None when no source gave sex;
-    ``laterality`` is NaN where a subject has no segmentation or an empty one.
-    """
-
-    subject_ids: list[str]
-    volumes: np.ndarray
-    sex: pd.Series | None
-    laterality: np.ndarray
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,6 +76,47 @@ class MriHeader:
     affine: np.ndarray
     orientation: str
     spacing: tuple[float, ...]
+
+
+@dataclass
+class MriInputs:
+    """Everything known about a cohort before any voxel is read (:func:`check_mri_inputs`).
+
+    ``sex`` holds the raw values aligned to ``subjects`` (None when no source gives sex); ``sex_file`` is
+    the file they came from (subjects CSV or manifest) and ``sex_where[i]`` where subject i's row sits in
+    it (``"line 4"``), for error messages.
+    """
+
+    root: Path
+    layout: str
+    subjects: list[MriSubject]
+    headers: list[MriHeader]
+    sex: pd.Series | None
+    sex_file: Path | None
+    sex_where: list[str | None]
+    sex_column: str
+    spatial_size: tuple[int, int, int]
+
+    @property
+    def subject_ids(self) -> list[str]:
+        return [s.subject_id for s in self.subjects]
+
+
+@dataclass
+class MriCohort:
+    """Preprocessed volumes and labels, one entry per subject in ``subject_ids`` order.
+
+    ``sex`` holds the raw values (positional RangeIndex, name "sex"), or None when no source gave sex;
+    ``laterality`` is NaN where a subject has no segmentation or an empty one; ``inputs`` is what the
+    checks before loading found (where each sex value came from, for messages).
+    """
+
+    subject_ids: list[str]
+    volumes: np.ndarray
+    sex: pd.Series | None
+    laterality: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+    inputs: MriInputs | None = None
 
 
 def _summarise(problems: list[str]) -> DataError:
@@ -124,7 +161,7 @@ def check_mri_headers(subjects: list[MriSubject], layout: str) -> list[MriHeader
     problems: list[str] = []
     headers: list[MriHeader] = []
     for s in subjects:
-        where = f"subject {s.subject_id}: {s.image}"
+        where = f"{s.image}: subject {s.subject_id}"
         try:
             img = nib.load(s.image)
         except Exception as exc:
@@ -162,6 +199,10 @@ def check_mri_headers(subjects: list[MriSubject], layout: str) -> list[MriHeader
                 "expected a voxel-to-world matrix with one voxel axis per world axis"
             )
             continue
+        truncated = _truncation(s.image, img)
+        if truncated:
+            problems.append(f"{where}: {truncated}")
+            continue
         headers.append(
             MriHeader(
                 shape=shape,
@@ -178,7 +219,7 @@ def check_mri_headers(subjects: list[MriSubject], layout: str) -> list[MriHeader
 
 
 def _check_seg_header(s: MriSubject, spatial: tuple[int, ...], affine: np.ndarray) -> list[str]:
-    where = f"subject {s.subject_id}: segmentation {s.seg}"
+    where = f"{s.seg}: subject {s.subject_id}'s segmentation"
     try:
         seg = nib.load(s.seg)
     except Exception as exc:
@@ -190,7 +231,118 @@ def _check_seg_header(s: MriSubject, spatial: tuple[int, ...], affine: np.ndarra
         ]
     if not np.allclose(seg.affine, affine, atol=1e-3):
         return [f"{where}: affine differs from the image {s.image} affine; expected co-registered files"]
-    return []
+    truncated = _truncation(s.seg, seg)
+    return [f"{where}: {truncated}"] if truncated else []
+
+
+def _expected_bytes(img: Any) -> int | None:
+    """Header + voxel bytes a complete single-file NIfTI holds (None when the header cannot say)."""
+    try:
+        header = img.header
+        offset = getattr(img.dataobj, "offset", None)  # the loaded header's vox_offset reads 0
+        offset = int(header.get_data_offset() if offset is None else offset)
+        n_voxels = int(np.prod(header.get_data_shape(), dtype=np.int64))
+        return offset + n_voxels * int(header.get_data_dtype().itemsize)
+    except Exception:
+        return None
+
+
+def _truncation(path: Path, img: Any) -> str | None:
+    """Why ``path`` is shorter than its header promises (a truncated copy), or None if it is complete.
+
+    Cheap: an uncompressed file's size is compared with header + voxel bytes; for ``.nii.gz`` the gzip
+    trailer's length field (uncompressed size mod 2**32) is. A trailer that disagrees (truncation, or a
+    multi-member gzip whose last member holds only part of the data) is confirmed by decompressing that
+    one file.
+    """
+    expected = _expected_bytes(img)
+    name = Path(path).name.lower()
+    if expected is None or not name.endswith((".nii", ".nii.gz")):
+        return None
+    try:
+        size = Path(path).stat().st_size
+        if name.endswith(".nii"):
+            if size < expected:
+                return (
+                    f"file is truncated: {size} bytes where the header promises {expected} "
+                    "(header and voxels); re-download or re-export it"
+                )
+            return None
+        with open(path, "rb") as fh:
+            if size >= 18:
+                fh.seek(-4, 2)
+                if int.from_bytes(fh.read(4), "little") == expected % 2**32:
+                    return None
+        return _gzip_truncation(Path(path), expected)
+    except OSError as exc:
+        return f"cannot read the file ({exc})"
+
+
+def _gzip_truncation(path: Path, expected: int) -> str | None:
+    total = 0
+    try:
+        with gzip.open(path, "rb") as fh:
+            while chunk := fh.read(1 << 16):
+                total += len(chunk)
+    except (EOFError, OSError, zlib.error) as exc:
+        return (
+            f"the file is truncated or corrupt: decompressing it fails before the {expected} bytes (header "
+            f"and voxels) its header promises ({type(exc).__name__}: {exc}); re-download or re-export it"
+        )
+    if total < expected:
+        return (
+            f"file is truncated: {total} uncompressed bytes where the header promises {expected}; "
+            "re-download or re-export it"
+        )
+    return None
+
+
+def check_mri_inputs(
+    path: Path,
+    layout: str = "auto",
+    modality: str = "t1",
+    subjects_csv: Path | None = None,
+    spatial_size: tuple[int, int, int] = (32, 32, 32),
+    id_column: str = "subject_id",
+    sex_column: str = "sex",
+    *,
+    dataset: str | None = None,
+) -> MriInputs:
+    """Steps 1-2 of the module docstring: discovery, subjects-CSV join and header checks; no voxel read.
+
+    ``dataset`` (the config's dataset name) only makes messages name config keys in full.
+    """
+    spatial_size = tuple(int(n) for n in spatial_size)
+    if len(spatial_size) != 3 or min(spatial_size) < 1:
+        raise DataError(
+            f"{config_key(dataset, 'spatial_size')}: must be three positive sizes, got {spatial_size}"
+        )
+    resolved, root = resolve_layout(Path(path), layout)
+    subjects = discover_mri_subjects(
+        root, resolved, modality, id_column=id_column, sex_column=sex_column, dataset=dataset
+    )
+    sex: pd.Series | None
+    if subjects_csv is not None:
+        sex, where = subjects_sex(subjects, Path(subjects_csv), root, id_column, sex_column, dataset)
+        sex_file: Path | None = Path(subjects_csv)
+        sex_where: list[str | None] = list(where)
+    elif any(s.sex is not None for s in subjects):
+        sex = pd.Series([s.sex for s in subjects], dtype=object, name="sex")
+        sex_file, sex_where = root, [s.line for s in subjects]
+    else:
+        sex, sex_file, sex_where = None, None, [None] * len(subjects)
+    headers = check_mri_headers(subjects, resolved)
+    return MriInputs(
+        root=root,
+        layout=resolved,
+        subjects=subjects,
+        headers=headers,
+        sex=sex,
+        sex_file=sex_file,
+        sex_where=sex_where,
+        sex_column=sex_column,
+        spatial_size=spatial_size,  # type: ignore[arg-type]
+    )
 
 
 def load_mri_cohort(
@@ -203,20 +355,27 @@ def load_mri_cohort(
     sex_column: str = "sex",
     *,
     progress: bool = True,
+    dataset: str | None = None,
 ) -> MriCohort:
     """Discover, validate and preprocess an MRI cohort (see the module docstring for each step)."""
-    spatial_size = tuple(int(n) for n in spatial_size)
-    if len(spatial_size) != 3 or min(spatial_size) < 1:
-        raise DataError(f"spatial_size must be three positive sizes, got {spatial_size}")
-    resolved, root = resolve_layout(Path(path), layout)
-    subjects = discover_mri_subjects(root, resolved, modality, id_column=id_column, sex_column=sex_column)
-    if subjects_csv is not None:
-        sex: pd.Series | None = subjects_sex(subjects, Path(subjects_csv), root, id_column, sex_column)
-    elif any(s.sex is not None for s in subjects):
-        sex = pd.Series([s.sex for s in subjects], dtype=object, name="sex")
-    else:
-        sex = None
-    headers = check_mri_headers(subjects, resolved)
+    inputs = check_mri_inputs(
+        path, layout, modality, subjects_csv, spatial_size, id_column, sex_column, dataset=dataset
+    )
+    return load_mri_volumes(inputs, modality, subjects_csv, progress=progress)
+
+
+def load_mri_volumes(
+    inputs: MriInputs, modality: str, subjects_csv: Path | None = None, *, progress: bool = True
+) -> MriCohort:
+    """Step 3 of the module docstring for inputs :func:`check_mri_inputs` has checked."""
+    spatial_size = inputs.spatial_size
+    resolved, root, subjects, headers, sex = (
+        inputs.layout,
+        inputs.root,
+        inputs.subjects,
+        inputs.headers,
+        inputs.sex,
+    )
 
     volumes = np.zeros((len(subjects), 1, *spatial_size), dtype=np.float32)
     laterality = np.full(len(subjects), np.nan)
@@ -278,7 +437,7 @@ def load_mri_cohort(
         "subjects_csv": str(subjects_csv) if subjects_csv is not None else None,
         "monai_version": _monai_version(),
     }
-    return MriCohort([s.subject_id for s in subjects], volumes, sex, laterality, meta)
+    return MriCohort([s.subject_id for s in subjects], volumes, sex, laterality, meta, inputs)
 
 
 def _monai_version() -> str:
@@ -296,7 +455,7 @@ def _modality_name(root: Path, layout: str, modality: str) -> str:
 
 def _read_image(loader: Any, s: MriSubject) -> Any:
     """LoadImaged + EnsureChannelFirstd, then the chosen volume; voxel-level checks named by subject."""
-    where = f"subject {s.subject_id}: {s.image}"
+    where = f"{s.image}: subject {s.subject_id}"
     try:
         image = loader({"image": str(s.image)})["image"]
     except Exception as exc:
@@ -319,14 +478,14 @@ def _run(preprocess: Any, image: Any, s: MriSubject) -> np.ndarray:
     try:
         return preprocess(image)
     except Exception as exc:  # MONAI errors name neither the subject nor the file
-        raise DataError(f"subject {s.subject_id}: {s.image}: preprocessing failed ({_cause(exc)})") from exc
+        raise DataError(f"{s.image}: subject {s.subject_id}: preprocessing failed ({_cause(exc)})") from exc
 
 
 def _subject_laterality(s: MriSubject, image: Any) -> tuple[float, list[int]]:
     """Laterality on the native grid: seg > 0 against the image > 0 brain mask, sides from the affine."""
     if s.seg is None:
         return float("nan"), []
-    where = f"subject {s.subject_id}: segmentation {s.seg}"
+    where = f"{s.seg}: subject {s.subject_id}'s segmentation"
     try:
         seg = np.asanyarray(nib.load(s.seg).dataobj)
     except Exception as exc:

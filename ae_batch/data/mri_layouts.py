@@ -14,11 +14,20 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from ae_batch.data.tables import (
+    csv_header,
+    delimiter_of,
+    duplicate_ids_error,
+    locations,
+    refuse_duplicate_columns,
+    require_columns,
+    row_location,
+)
 from ae_batch.errors import ConfigError, DataError
 
 LAYOUTS = ("auto", "brats2021", "brats2023", "msd", "manifest")
@@ -42,13 +51,22 @@ _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 @dataclass(frozen=True)
 class MriSubject:
-    """One subject to load: ``channel`` picks a volume of a 4D image (MSD); ``sex`` comes from a manifest."""
+    """One subject to load: ``channel`` picks a volume of a 4D image (MSD); ``sex`` comes from a manifest.
+
+    ``line`` is where a manifest row sits (``"line 4"``), for error messages; it takes no part in ``==``.
+    """
 
     subject_id: str
     image: Path
     seg: Path | None = None
     channel: int | None = None
     sex: str | None = None
+    line: str | None = field(default=None, compare=False)
+
+
+def config_key(dataset: str | None, key: str) -> str:
+    """``datasets.<name>.<key>`` when the dataset is known, else the bare entry key."""
+    return f"datasets.{dataset}.{key}" if dataset else key
 
 
 def canonical_modality(modality: str) -> str:
@@ -127,10 +145,12 @@ def discover_mri_subjects(
     *,
     id_column: str = "subject_id",
     sex_column: str = "sex",
+    dataset: str | None = None,
 ) -> list[MriSubject]:
     """List the subjects under ``path`` (sorted by id). A missing image file is a DataError.
 
-    ``id_column``/``sex_column`` name the manifest's columns (image, seg and channel are fixed names).
+    ``id_column``/``sex_column`` name the manifest's columns (image, seg and channel are fixed names);
+    ``dataset`` (the config's dataset name) lets messages name the config key of a missing column.
     """
     layout, root = resolve_layout(Path(path), layout)
     if layout in _BRATS_NAMES:
@@ -138,7 +158,7 @@ def discover_mri_subjects(
     elif layout == "msd":
         subjects = _discover_msd(root, modality)
     else:
-        subjects = _discover_manifest(root, id_column, sex_column, modality)
+        subjects = _discover_manifest(root, id_column, sex_column, modality, dataset)
     if not subjects:
         raise DataError(f"{root}: no {layout} subjects found")
     return sorted(subjects, key=lambda s: s.subject_id)
@@ -232,47 +252,66 @@ def _discover_msd(root: Path, modality: str) -> list[MriSubject]:
     return subjects
 
 
-def _discover_manifest(csv_path: Path, id_column: str, sex_column: str, modality: str) -> list[MriSubject]:
+def _discover_manifest(
+    csv_path: Path, id_column: str, sex_column: str, modality: str, dataset: str | None = None
+) -> list[MriSubject]:
     """Rows of a manifest; a numeric ``modality`` is the default volume index for rows without ``channel``."""
     default_channel = int(modality) if str(modality).strip().isdigit() else None
-    sep = "\t" if csv_path.suffix.lower() == ".tsv" else ","
+    refuse_duplicate_columns(csv_header(csv_path), "manifest", csv_path)
     try:
-        table = pd.read_csv(csv_path, sep=sep, dtype=str, keep_default_na=False)
+        table = pd.read_csv(csv_path, sep=delimiter_of(csv_path), dtype=str, keep_default_na=False)
     except (OSError, ValueError) as exc:
         raise DataError(f"{csv_path}: cannot read manifest ({exc})") from exc
-    absent = [c for c in (id_column, "image") if c not in table.columns]
-    if absent:
-        raise DataError(f"{csv_path}: manifest lacks column(s) {absent}; has {list(table.columns)}")
+    table.columns = [str(c).strip() for c in table.columns]
+    require_columns(
+        table, [id_column, "image"], "manifest", csv_path, {id_column: config_key(dataset, "id_column")}
+    )
     ids = table[id_column].str.strip()
-    if (ids == "").any():
-        raise DataError(f"{csv_path}: empty {id_column} in row(s) {list(ids.index[ids == ''][:5] + 2)}")
-    dup = sorted(set(ids[ids.duplicated()]))
-    if dup:
-        raise DataError(f"{csv_path}: duplicate {id_column} value(s) {dup[:5]}")
+    empty = (ids == "").to_numpy().nonzero()[0]
+    if len(empty):
+        raise DataError(
+            f"{csv_path}: column '{id_column}' has no subject id on {locations(csv_path, empty)}; "
+            "every manifest row needs one"
+        )
+    duplicated = ids.duplicated(keep=False).to_numpy()
+    if duplicated.any():
+        raise duplicate_ids_error(ids.tolist(), duplicated, id_column, "manifest", csv_path)
     base = csv_path.parent
     subjects, missing = [], []
-    for row, sid in zip(table.to_dict("records"), ids, strict=True):
+    for i, (row, sid) in enumerate(zip(table.to_dict("records"), ids, strict=True)):
         if not row["image"].strip():
-            raise DataError(f"{csv_path}: subject {sid} has an empty image path")
+            raise DataError(
+                f"{csv_path}: column 'image' is empty for subject {sid} ({row_location(csv_path, i)})"
+            )
         image = _resolve(base, row["image"])
         if not image.is_file():
-            missing.append((sid, image, f"from {csv_path}"))
+            missing.append((sid, image, f"from {csv_path}, {row_location(csv_path, i)}"))
             continue
         seg_text = str(row.get("seg", "")).strip()
         seg = _resolve(base, seg_text) if seg_text else None
         if seg is not None and not seg.is_file():
-            raise DataError(f"subject {sid}: segmentation {seg} (from {csv_path}) does not exist")
-        channel = _channel(str(row.get("channel", "")).strip(), sid, csv_path)
+            raise DataError(
+                f"{csv_path}: column 'seg': subject {sid} ({row_location(csv_path, i)}): segmentation "
+                f"{seg} does not exist"
+            )
+        channel = _channel(str(row.get("channel", "")).strip(), sid, csv_path, i)
         sex_text = str(row.get(sex_column, "")).strip()
         subjects.append(
-            MriSubject(sid, image, seg, default_channel if channel is None else channel, sex_text or None)
+            MriSubject(
+                sid,
+                image,
+                seg,
+                default_channel if channel is None else channel,
+                sex_text or None,
+                row_location(csv_path, i) if sex_text else None,
+            )
         )
     if missing:
         raise _missing(missing, "image")
     return subjects
 
 
-def _channel(text: str, sid: str, csv_path: Path) -> int | None:
+def _channel(text: str, sid: str, csv_path: Path, index: int) -> int | None:
     """A manifest's volume index; "1.0" (pandas writes ints next to blanks as floats) means 1."""
     if not text:
         return None
@@ -281,45 +320,71 @@ def _channel(text: str, sid: str, csv_path: Path) -> int | None:
     except ValueError:
         value = -1.0
     if value < 0 or not value.is_integer():
-        raise DataError(f"{csv_path}: subject {sid}: channel must be a volume index >= 0, got {text!r}")
+        raise DataError(
+            f"{csv_path}: column 'channel': subject {sid} ({row_location(csv_path, index)}) has {text!r}; "
+            "expected a volume index >= 0"
+        )
     return int(value)
 
 
 def subjects_sex(
-    subjects: list[MriSubject], csv_path: Path, images: Path, id_column: str, sex_column: str
-) -> pd.Series:
-    """Raw sex values from the subjects CSV, aligned to ``subjects``; every id must match both ways."""
+    subjects: list[MriSubject],
+    csv_path: Path,
+    images: Path,
+    id_column: str,
+    sex_column: str,
+    dataset: str | None = None,
+) -> tuple[pd.Series, list[str]]:
+    """Raw sex values from the subjects CSV, aligned to ``subjects``; every id must match both ways.
+
+    Returns the values and, per subject, where its row sits in the CSV (``"line 4"``).
+    """
+    refuse_duplicate_columns(csv_header(csv_path), "subjects", csv_path)
     try:
-        table = pd.read_csv(csv_path, dtype=str)
+        table = pd.read_csv(csv_path, sep=delimiter_of(csv_path), dtype=str)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{csv_path}: subjects file is empty") from None
     except (OSError, ValueError) as exc:
         raise DataError(f"{csv_path}: cannot read the subjects CSV ({exc})") from exc
-    absent = [c for c in (id_column, sex_column) if c not in table.columns]
-    if absent:
-        raise DataError(f"{csv_path}: subjects CSV lacks column(s) {absent}; has {list(table.columns)}")
-    table[id_column] = table[id_column].str.strip()
-    if table[id_column].isna().any() or (table[id_column] == "").any():
+    table.columns = [str(c).strip() for c in table.columns]
+    require_columns(
+        table,
+        [id_column, sex_column],
+        "subjects",
+        csv_path,
+        {id_column: config_key(dataset, "id_column"), sex_column: config_key(dataset, "sex_column")},
+    )
+    ids = table[id_column].str.strip()
+    empty = (ids.isna() | (ids == "")).to_numpy().nonzero()[0]
+    if len(empty):
         raise DataError(
-            f"{csv_path}: empty {id_column} in {int(table[id_column].fillna('').eq('').sum())} row(s)"
+            f"{csv_path}: column '{id_column}' has no subject id on {locations(csv_path, empty)} "
+            f"({len(empty)} row(s) in all); every row needs one"
         )
-    dup = sorted(set(table.loc[table[id_column].duplicated(), id_column]))
-    if dup:
-        raise DataError(f"{csv_path}: duplicate {id_column} value(s) {dup[:5]}")
-    ids = [s.subject_id for s in subjects]
-    no_row = sorted(set(ids) - set(table[id_column]))
-    no_image = sorted(set(table[id_column]) - set(ids))
+    duplicated = ids.duplicated(keep=False).to_numpy()
+    if duplicated.any():
+        raise duplicate_ids_error(ids.tolist(), duplicated, id_column, "subjects", csv_path)
+    position = {sid: i for i, sid in enumerate(ids)}
+    by_id = {s.subject_id: s for s in subjects}
+    no_row = sorted(set(by_id) - set(position))
+    no_image = [sid for sid in ids if sid not in by_id]  # file order: the first is the first line
     if no_row or no_image:
         parts = []
+        if no_image:
+            first = no_image[0]
+            parts.append(
+                f"{len(no_image)} subject(s) in column '{id_column}' have no image under {images}: "
+                f"{sorted(no_image)[:5]} (first: subject {first}, {row_location(csv_path, position[first])})"
+            )
         if no_row:
             parts.append(
-                f"{len(no_row)} subject(s) with images under {images} but no row in {csv_path}: {no_row[:5]}"
+                f"{len(no_row)} subject(s) with images under {images} have no row: {no_row[:5]} "
+                f"(first: subject {no_row[0]}, image {by_id[no_row[0]].image})"
             )
-        if no_image:
-            parts.append(
-                f"{len(no_image)} subject(s) in {csv_path} without an image under {images}: {no_image[:5]}"
-            )
-        raise DataError("subjects CSV and images disagree: " + "; ".join(parts))
-    values = table.set_index(id_column).loc[ids, sex_column]
-    return pd.Series(values.to_numpy(dtype=object), name="sex")
+        raise DataError(f"{csv_path}: the subjects CSV and the images disagree: " + "; ".join(parts))
+    rows = [position[s.subject_id] for s in subjects]
+    values = table[sex_column].to_numpy(dtype=object)[rows]
+    return pd.Series(values, name="sex"), [row_location(csv_path, i) for i in rows]
 
 
 def _resolve(base: Path, text: str) -> Path:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ae_batch.evaluation.diversity import exp_entropy, mean_pairwise_cosine
+
 ArrayLike = np.ndarray | torch.Tensor
 
 
@@ -35,9 +37,7 @@ def code_counts(codes: ArrayLike, codebook_size: int) -> np.ndarray:
 
 def codebook_perplexity(codes: ArrayLike, codebook_size: int) -> float:
     """exp of the entropy of the code histogram, p_k = n_k / N: 1 (one code) to K (uniform use)."""
-    counts = code_counts(codes, codebook_size)
-    p = counts[counts > 0] / counts.sum()
-    return float(np.exp(-(p * np.log(p)).sum()))
+    return exp_entropy(code_counts(codes, codebook_size))
 
 
 def codebook_usage(codes: ArrayLike, codebook_size: int) -> float:
@@ -53,16 +53,16 @@ def dead_codes(codes: ArrayLike, codebook_size: int) -> int:
 def codebook_mean_cosine(codebook: ArrayLike) -> float:
     """Mean off-diagonal cosine similarity of the unit-normalised code vectors ``[K, D]`` (K >= 2).
 
-    A zero vector has cosine 0 with every other vector.
+    Signed and **uncentred**, unlike the latents' mean |cosine|: it describes the directions of the code
+    vectors themselves in the embedding space the decoder reads. The K codes are fixed parameters, not a
+    sample of subjects, so there is no population offset to remove, and a codebook whose vectors all point
+    one way (mean cosine near 1) has genuinely collapsed, whatever their common offset. A zero vector has
+    cosine 0 with every other vector.
     """
     e = _as_numpy(codebook).astype(np.float64)
     if e.ndim != 2 or e.shape[0] < 2:
         raise ValueError(f"codebook must be [K, D] with K >= 2, got shape {list(e.shape)}")
-    norms = np.linalg.norm(e, axis=1, keepdims=True)
-    u = np.divide(e, norms, out=np.zeros_like(e), where=norms > 0)
-    gram = u @ u.T
-    k = e.shape[0]
-    return float((gram.sum() - np.trace(gram)) / (k * (k - 1)))
+    return mean_pairwise_cosine(e, absolute=False)
 
 
 def codebook_metrics(codes: ArrayLike, codebook: ArrayLike) -> dict[str, float]:

@@ -1,8 +1,11 @@
 """Does batch size change a metric? Friedman across batch sizes, Wilcoxon vs the smallest, Spearman trend.
 
-Blocks are seeds for the per-run summary metrics and (seed, repeat, fold) for per-fold downstream scores.
-A p-value that the design cannot make small (too few blocks) is left NaN and ``note`` says why; effect
-sizes and mean differences are always reported. Non-finite metric values count as missing.
+All inference is seed-level: one block per seed (the runs of one seed share the initial weights and the
+data split, so batch size is the only difference inside a block), analysed separately per group
+(default dataset × protocol). Per-fold downstream scores are never used as blocks: the folds of one seed
+share one trained model. A p-value that the design cannot make small (too few seeds) is left NaN and
+``note`` says why; effect sizes and mean differences are always reported. Non-finite metric values
+count as missing.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ MIN_WILCOXON_PAIRS = 6  # exact two-sided minimum p = 2 / 2**n: n = 5 gives 0.06
 FRIEDMAN_PERMUTATION_MAX_BLOCKS = 20  # up to this many blocks: permutation p; beyond: chi-square
 FRIEDMAN_EXACT_MAX_ARRANGEMENTS = 200_000
 N_PERMUTATIONS = 10_000
+GROUP_COLS = ("dataset", "protocol")
+OPTIONAL_GROUP_COLS = ("protocol",)  # absent in tables written before protocols existed
 TESTS = ("friedman", "wilcoxon", "spearman_trend")
 COLUMNS = [
-    "dataset", "metric", "test", "batch_size", "reference_batch_size", "n_batch_sizes", "n_blocks",
-    "n_obs", "statistic", "p_value", "p_holm", "method", "effect_size", "effect_size_name", "ci_low",
-    "ci_high", "mean_reference", "mean_compared", "mean_diff", "direction", "note",
+    "dataset", "protocol", "metric", "test", "batch_size", "reference_batch_size", "n_batch_sizes",
+    "n_blocks", "n_obs", "statistic", "p_value", "p_holm", "method", "effect_size", "effect_size_name",
+    "ci_low", "ci_high", "mean_reference", "mean_compared", "mean_diff", "direction", "note",
 ]  # fmt: skip
-FOLD_NOTE = "fold blocks share one trained model per seed: p treats them as independent (anti-conservative)"
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
@@ -43,6 +47,14 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
         order = idx[np.argsort(p[idx], kind="stable")]
         out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
     return out
+
+
+def min_wilcoxon_pairs(alpha: float = ALPHA) -> int:
+    """Fewest pairs whose exact two-sided Wilcoxon p (smallest: 2 / 2**n) can fall below ``alpha``."""
+    n = 1
+    while 2.0 / 2**n >= alpha:
+        n += 1
+    return n
 
 
 def rank_biserial(d: np.ndarray) -> float:
@@ -84,8 +96,11 @@ def _friedman_permutation_p(ranks: np.ndarray, rng: np.random.Generator) -> tupl
     return (hits + 1) / (N_PERMUTATIONS + 1), f"Monte Carlo permutation ({N_PERMUTATIONS})"
 
 
-def friedman_test(x: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
-    """Friedman test on complete blocks (rows) × batch sizes (columns) with Kendall's W as effect size."""
+def friedman_test(x: np.ndarray, rng: np.random.Generator, alpha: float = ALPHA) -> dict[str, Any]:
+    """Friedman test on complete blocks (rows) × batch sizes (columns) with Kendall's W as effect size.
+
+    ``p_value`` is absent when it cannot fall below ``alpha`` for this many blocks and batch sizes.
+    """
     n, k = x.shape
     out: dict[str, Any] = {"n_blocks": n, "n_obs": n * k, "effect_size_name": "kendall_w"}
     if k < 2 or n < 2:
@@ -95,9 +110,9 @@ def friedman_test(x: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
     if np.isnan(w):
         return out | {"p_value": 1.0, "method": "all tied", "note": "all values tied within every block"}
     log_min_p = -(n - 1) * math.lgamma(k + 1)  # smallest attainable permutation p, untied data
-    if log_min_p >= math.log(ALPHA):
+    if log_min_p >= math.log(alpha):
         min_p = math.exp(log_min_p)
-        note = f"{n} blocks × {k} batch sizes: smallest attainable p is {min_p:.3g}, cannot reach p<{ALPHA}"
+        note = f"{n} blocks × {k} batch sizes: smallest attainable p is {min_p:.3g}, cannot reach p<{alpha}"
         return out | {"note": note}
     if n <= FRIEDMAN_PERMUTATION_MAX_BLOCKS:
         p, method = _friedman_permutation_p(sps.rankdata(x, axis=1), rng)
@@ -106,19 +121,19 @@ def friedman_test(x: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
     return out | {"p_value": p, "method": method}
 
 
-def wilcoxon_test(d: np.ndarray) -> dict[str, Any]:
+def wilcoxon_test(d: np.ndarray, alpha: float = ALPHA) -> dict[str, Any]:
     """Two-sided Wilcoxon signed-rank on paired differences d = x_B - x_ref, with rank-biserial r."""
     d = np.asarray(d, dtype=float)
     n, nz = d.size, d[d != 0]
+    need = min_wilcoxon_pairs(alpha)
     out: dict[str, Any] = {"n_blocks": n, "n_obs": 2 * n, "effect_size_name": "rank_biserial"}
     out["effect_size"] = rank_biserial(d) if n else float("nan")
-    if n < MIN_WILCOXON_PAIRS:
-        need = f"needs ≥{MIN_WILCOXON_PAIRS}"
-        return out | {"note": f"only {n} paired blocks: Wilcoxon cannot reach p<{ALPHA} ({need})"}
+    if n < need:
+        return out | {"note": f"only {n} paired blocks: Wilcoxon cannot reach p<{alpha} (needs ≥{need})"}
     if nz.size == 0:
         return out | {"statistic": 0.0, "p_value": 1.0, "method": "all tied", "note": "all differences zero"}
-    if nz.size < MIN_WILCOXON_PAIRS:
-        note = f"only {nz.size} non-zero differences of {n}: Wilcoxon cannot reach p<{ALPHA}"
+    if nz.size < need:
+        note = f"only {nz.size} non-zero differences of {n}: Wilcoxon cannot reach p<{alpha}"
         return out | {"note": note}
     ties_or_zeros = nz.size < n or np.unique(np.abs(nz)).size < nz.size
     if n <= 50 and not ties_or_zeros:
@@ -133,8 +148,10 @@ def wilcoxon_test(d: np.ndarray) -> dict[str, Any]:
     return out | {"statistic": float(res.statistic), "p_value": float(res.pvalue), "method": method}
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rho (average ranks for ties); NaN when either variable is constant."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
     return float(np.corrcoef(sps.rankdata(x), sps.rankdata(y))[0, 1])
 
@@ -168,24 +185,41 @@ def _bootstrap_rho(
     return out
 
 
+def _within_block_permutation_p(
+    x: np.ndarray, y: np.ndarray, codes: np.ndarray, rng: np.random.Generator
+) -> float:
+    """Two-sided Monte Carlo p of the pooled Spearman rho, permuting x only within each block."""
+    order0 = np.argsort(codes, kind="stable")
+    c = codes[order0]
+    rx, ry = sps.rankdata(x[order0]), sps.rankdata(y[order0])
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = math.sqrt(float((rx**2).sum() * (ry**2).sum()))
+    obs = abs(float(rx @ ry)) / den
+    hits = 0
+    for start in range(0, N_PERMUTATIONS, 1000):
+        b = min(1000, N_PERMUTATIONS - start)
+        perm = (c + rng.random((b, c.size))).argsort(axis=1)  # blocks keep their positions
+        hits += int(np.sum(np.abs(rx[perm] @ ry) / den >= obs - 1e-9))
+    return (hits + 1) / (N_PERMUTATIONS + 1)
+
+
 def spearman_trend(
     long: pd.DataFrame, n_bootstrap: int, rng: np.random.Generator, unit: str = "seed"
 ) -> dict[str, Any]:
-    """Spearman rho of value vs log2(batch size); percentile bootstrap CI resampling ``unit`` groups."""
+    """Spearman rho of value vs log2(batch size) over all runs.
+
+    The p-value comes from permuting batch sizes within each ``unit`` (seed), so it respects the seed
+    blocks; the 95% CI is a percentile bootstrap resampling whole ``unit`` groups.
+    """
     x, y = np.log2(long["batch_size"].to_numpy(float)), long["value"].to_numpy(float)
-    out: dict[str, Any] = {
-        "n_obs": len(long),
-        "effect_size_name": "spearman_rho",
-        "method": "t approximation",
-    }
-    rho = _spearman(x, y)
+    out: dict[str, Any] = {"n_obs": len(long), "effect_size_name": "spearman_rho"}
+    rho = spearman(x, y)
     if np.isnan(rho):
         return out | {"note": "constant batch size or metric: rho undefined"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p = float(sps.spearmanr(x, y).pvalue)
-    out |= {"statistic": rho, "effect_size": rho, "p_value": p}
     codes, uniq = pd.factorize(long[unit])
+    p = _within_block_permutation_p(x, y, codes, rng)
+    out |= {"statistic": rho, "effect_size": rho, "p_value": p}
+    out["method"] = f"within-{unit} permutation ({N_PERMUTATIONS})"
     boot = _bootstrap_rho(x, y, codes, n_bootstrap, rng)
     notes = []
     if len(uniq) < 5:
@@ -203,9 +237,13 @@ def _direction(v: float) -> str:
     return "" if np.isnan(v) else "increase" if v > 0 else "decrease" if v < 0 else "none"
 
 
-def _analyse(long: pd.DataFrame, block_cols: list[str], n_bootstrap: int, seed: int) -> list[dict]:
-    """All rows for one dataset × metric; ``long`` has block_cols, batch_size and a finite ``value``."""
-    wide = long.set_index([*block_cols, "batch_size"])["value"].unstack("batch_size").sort_index(axis=1)
+def _join(*notes: str) -> str:
+    return "; ".join(s for s in notes if s)
+
+
+def _analyse(long: pd.DataFrame, n_bootstrap: int, seed: int) -> list[dict]:
+    """All rows for one group × metric; ``long`` has seed, batch_size and a finite ``value``."""
+    wide = long.set_index(["seed", "batch_size"])["value"].unstack("batch_size").sort_index(axis=1)
     sizes = [int(b) for b in wide.columns]
     ref = sizes[0]
     base = {"reference_batch_size": ref, "n_batch_sizes": len(sizes)}
@@ -213,8 +251,9 @@ def _analyse(long: pd.DataFrame, block_cols: list[str], n_bootstrap: int, seed: 
     complete = wide.dropna()
     fried = base | {"test": "friedman"} | friedman_test(complete.to_numpy(float), rng)
     if len(complete) < len(wide):
-        dropped = f"{len(wide) - len(complete)} incomplete block(s) dropped"
-        fried["note"] = "; ".join(s for s in (fried.get("note", ""), dropped) if s)
+        fried["note"] = _join(
+            fried.get("note", ""), f"{len(wide) - len(complete)} incomplete block(s) dropped"
+        )
     rows = [fried]
     pair_rows = []
     for b in sizes[1:]:
@@ -234,76 +273,93 @@ def _analyse(long: pd.DataFrame, block_cols: list[str], n_bootstrap: int, seed: 
     return rows + [trend]
 
 
-def _require(df: pd.DataFrame, cols: Sequence[str], name: str) -> None:
+def require_columns(df: pd.DataFrame, cols: Sequence[str], name: str) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise DataError(f"{name} lacks column(s) {missing}; it has {list(df.columns)}")
 
 
-def _prepare(df: pd.DataFrame, key: list[str], name: str) -> pd.DataFrame:
-    """Check types and uniqueness; batch sizes must be positive integers."""
-    df = df.copy()
-    for c in [k for k in key if k not in ("dataset", "metric")]:
+def resolve_group_cols(df: pd.DataFrame, group_cols: Sequence[str]) -> list[str]:
+    """The grouping columns present in ``df``; ``protocol`` may be absent (older tables), others not."""
+    cols = list(dict.fromkeys(group_cols))
+    require_columns(df, [c for c in cols if c not in OPTIONAL_GROUP_COLS], "summary")
+    return [c for c in cols if c in df.columns]
+
+
+def output_group_cols(group_cols: Sequence[str]) -> list[str]:
+    """Leading columns of an output table: dataset, protocol, then any other grouping column."""
+    return list(dict.fromkeys(["dataset", "protocol", *group_cols]))
+
+
+def prepare_summary(summary: pd.DataFrame, group_cols: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+    """Check columns, integer seed and batch size (≥ 1) and one row per (group, batch_size, seed)."""
+    require_columns(summary, ["batch_size", "seed", *metrics], "summary")
+    df = summary.copy()
+    for c in ("batch_size", "seed"):
         try:
             df[c] = pd.to_numeric(df[c], errors="raise").astype(int)
         except (ValueError, TypeError) as e:
-            raise DataError(f"{name}: column {c!r} must hold integers ({e})") from e
+            raise DataError(f"summary: column {c!r} must hold integers ({e})") from e
     if (df["batch_size"] < 1).any():
-        raise DataError(f"{name}: batch_size must be ≥ 1")
+        raise DataError("summary: batch_size must be ≥ 1")
+    key = [*group_cols, "batch_size", "seed"]
     dup = df.duplicated(key, keep=False)
     if dup.any():
-        raise DataError(f"{name}: duplicated {key} rows, e.g. {df.loc[dup, key].head(2).to_dict('records')}")
+        rows = df.loc[dup, key].head(4).to_dict("records")
+        raise DataError(
+            f"summary: {int(dup.sum())} duplicated {key} rows, e.g. {rows}; statistics need one row per "
+            "seed and batch size (for a tuned protocol keep only the selected learning rate)"
+        )
     return df
 
 
-def _not_applicable(dataset: str, metric: str) -> dict:
-    return {"dataset": dataset, "metric": metric, "test": "none", "note": "not applicable: no finite values"}
+def group_items(df: pd.DataFrame, group_cols: Sequence[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """(group values, rows) per group, sorted; missing group values (NaN) become ""."""
+    if not group_cols:
+        return [({}, df)]
+    out = []
+    for key, g in df.groupby(list(group_cols), sort=True, dropna=False):
+        vals = key if isinstance(key, tuple) else (key,)
+        out.append(({c: "" if pd.isna(v) else str(v) for c, v in zip(group_cols, vals, strict=True)}, g))
+    return out
+
+
+def finite_values(s: pd.Series) -> pd.Series:
+    return pd.to_numeric(s, errors="coerce").replace([np.inf, -np.inf], np.nan)
 
 
 def compute_stats(
     summary: pd.DataFrame,
     metrics: Sequence[str],
-    folds: pd.DataFrame | None = None,
-    fold_metrics: Sequence[str] = ("sex_auroc",),
+    group_cols: Sequence[str] = GROUP_COLS,
     n_bootstrap: int = 2000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Friedman, Wilcoxon-vs-smallest (Holm) and Spearman-trend rows per dataset × metric (tidy table).
+    """Friedman, Wilcoxon-vs-smallest (Holm) and Spearman-trend rows per group × metric (tidy table).
 
-    Summary metrics use seeds as blocks; fold metrics (from ``folds``, named ``<metric>_folds``) use
-    (seed, repeat, fold). A dataset × metric without finite values yields one ``test="none"`` row.
+    ``summary`` holds one row per (group columns, batch_size, seed); blocks are seeds. ``group_cols``
+    defaults to dataset × protocol (``protocol`` is optional: without it groups are datasets and the
+    output's ``protocol`` column is empty). A group × metric without finite values yields one
+    ``test="none"`` row.
     """
-    _require(summary, ["dataset", "batch_size", "seed", *metrics], "summary")
-    summary = _prepare(summary, ["dataset", "batch_size", "seed"], "summary")
-    jobs: list[tuple[str, str, pd.DataFrame, list[str]]] = []
-    for ds, g in summary.groupby("dataset", sort=True):
-        for m in metrics:
-            v = pd.to_numeric(g[m], errors="coerce").replace([np.inf, -np.inf], np.nan)
-            jobs.append((str(ds), m, g[["seed", "batch_size"]].assign(value=v), ["seed"]))
-    if folds is not None:
-        fkey = ["dataset", "metric", "batch_size", "seed", "repeat", "fold"]
-        _require(folds, [*fkey, "value"], "folds")
-        folds = _prepare(folds[folds["metric"].isin(list(fold_metrics))], fkey, "folds")
-        for ds in sorted(set(summary["dataset"].astype(str)) | set(folds["dataset"].astype(str))):
-            for m in fold_metrics:
-                g = folds[(folds["dataset"].astype(str) == ds) & (folds["metric"] == m)]
-                v = pd.to_numeric(g["value"], errors="coerce").replace([np.inf, -np.inf], np.nan)
-                jobs.append((ds, f"{m}_folds", g[fkey[2:]].assign(value=v), ["seed", "repeat", "fold"]))
+    groups = resolve_group_cols(summary, group_cols)
+    summary = prepare_summary(summary, groups, metrics)
+    lead = output_group_cols(groups)
     rows: list[dict] = []
-    for i, (ds, metric, long, blocks) in enumerate(jobs):
-        long = long.dropna(subset=["value"])
-        if long.empty:
-            rows.append(_not_applicable(ds, metric))
-            continue
-        for r in _analyse(long, blocks, n_bootstrap, seed + i):
-            if len(blocks) > 1:
-                r["note"] = "; ".join(s for s in (r.get("note", ""), FOLD_NOTE) if s)
-            rows.append({"dataset": ds, "metric": metric} | r)
-    out = pd.DataFrame(rows).reindex(columns=COLUMNS)
-    out = out.sort_values("dataset", kind="stable", ignore_index=True)
+    i = 0
+    for key, g in group_items(summary, groups):
+        ident = {c: key.get(c, "") for c in lead}
+        for m in metrics:
+            long = g[["seed", "batch_size"]].assign(value=finite_values(g[m])).dropna(subset=["value"])
+            if long.empty:
+                rows.append(ident | {"metric": m, "test": "none", "note": "not applicable: no finite values"})
+            else:
+                rows += [ident | {"metric": m} | r for r in _analyse(long, n_bootstrap, seed + i)]
+            i += 1
+    out = pd.DataFrame(rows).reindex(columns=list(dict.fromkeys([*lead, *COLUMNS])))
     for c in ("batch_size", "reference_batch_size", "n_batch_sizes", "n_blocks", "n_obs"):
         out[c] = out[c].astype("Int64")
-    for c in ("method", "effect_size_name", "direction", "note"):
+    for c in (*lead, "method", "effect_size_name", "direction", "note"):
         out[c] = out[c].fillna("").astype(object)
     return out
 
@@ -318,13 +374,17 @@ def _fmt(v: Any, p: bool = False) -> str:
 
 def format_stats_markdown(stats: pd.DataFrame) -> str:
     """Compact markdown table: one line per test row with p, Holm p, effect size, CI and note."""
-    head = ["dataset", "metric", "test", "B vs ref", "n", "p", "p_holm", "effect", "95% CI", "Δmean", "note"]
+    head = ["dataset", "protocol", "metric", "test", "B vs ref", "n", "p", "p_holm", "effect", "95% CI"]
+    head += ["Δmean", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in stats.itertuples(index=False):
-        vs = f"{_fmt(r.batch_size)} vs {_fmt(r.reference_batch_size)}" if r.test == "wilcoxon" else ""
-        eff = f"{r.effect_size_name}={_fmt(r.effect_size)}" if r.effect_size_name else ""
-        ci = f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if not pd.isna(r.ci_low) else ""
-        cells = [r.dataset, r.metric, r.test, vs, _fmt(r.n_blocks), _fmt(r.p_value, True)]
-        cells += [_fmt(r.p_holm, True), eff, ci, _fmt(r.mean_diff), r.note.replace("|", "/")]
+    for r in stats.to_dict("records"):
+        vs = (
+            f"{_fmt(r['batch_size'])} vs {_fmt(r['reference_batch_size'])}" if r["test"] == "wilcoxon" else ""
+        )
+        eff = f"{r['effect_size_name']}={_fmt(r['effect_size'])}" if r["effect_size_name"] else ""
+        ci = f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if not pd.isna(r["ci_low"]) else ""
+        cells = [r["dataset"], r.get("protocol", ""), r["metric"], r["test"], vs, _fmt(r["n_blocks"])]
+        cells += [_fmt(r["p_value"], True), _fmt(r["p_holm"], True), eff, ci, _fmt(r["mean_diff"])]
+        cells += [str(r["note"]).replace("|", "/")]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

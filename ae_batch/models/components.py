@@ -37,6 +37,9 @@ def output_activation(name: str) -> nn.Module:
         ) from None
 
 
+LATENT_ACTIVATIONS = ("identity", "relu")
+
+
 def _mlp(dims: Sequence[int], last_activation: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
@@ -49,8 +52,11 @@ def _mlp(dims: Sequence[int], last_activation: bool) -> nn.Sequential:
 class MLPAutoencoder(nn.Module):
     """Fully connected AE: input → hidden_dims (ReLU) → latent → mirrored decoder → output activation.
 
-    With ``hidden_dims=(256, 128)`` and ``latent_dim=32`` this is the Kerley et al. EHR model
-    (three FC+ReLU layers down to 32, mirrored decoder, sigmoid output for binary PheCodes).
+    With ``hidden_dims=(256, 128)`` and ``latent_dim=32`` this is the Kerley et al. EHR model (FC+ReLU
+    layers down to 32, mirrored decoder, sigmoid output for binary PheCodes). The latent layer is linear
+    by default: a ReLU there leaves latent units dead (12 of 32 on the default EHR cohort, at every batch
+    size), which distorts effective rank and the probes. ``latent_activation="relu"`` reproduces the
+    paper's "three FC+ReLU layers" exactly.
     """
 
     def __init__(
@@ -59,15 +65,23 @@ class MLPAutoencoder(nn.Module):
         hidden_dims: Sequence[int] = (256, 128),
         latent_dim: int = 32,
         activation: str = "sigmoid",
+        latent_activation: str = "identity",
     ) -> None:
         super().__init__()
         if input_dim < 1 or latent_dim < 1 or any(h < 1 for h in hidden_dims):
             raise ValueError(
                 f"dimensions must be positive: input {input_dim}, hidden {list(hidden_dims)}, latent {latent_dim}"
             )
+        if latent_activation not in LATENT_ACTIVATIONS:
+            raise ValueError(
+                f"latent_activation must be one of {LATENT_ACTIVATIONS}, got {latent_activation!r}"
+            )
         self.input_dim = input_dim
         self.latent_dim = latent_dim
-        self.encoder = _mlp([input_dim, *hidden_dims, latent_dim], last_activation=True)
+        self.latent_activation = latent_activation
+        self.encoder = _mlp(
+            [input_dim, *hidden_dims, latent_dim], last_activation=latent_activation == "relu"
+        )
         self.decoder = nn.Sequential(
             _mlp([latent_dim, *reversed(hidden_dims), input_dim], last_activation=False),
             output_activation(activation),

@@ -20,9 +20,12 @@ The quantiser is our own (MONAI's ``VQVAE`` starts with 1 of 32 codes in use):
   Because the lazy init sees only the first training batch (one volume at batch size 1), a batch-size study
   should call :meth:`VQVAE3d.initialise_codebook` once with the same fixed set of volumes for every run.
 
-``latent`` (the vector the evaluation probes) is the *pre-quantisation* encoder output ``z_e`` globally
-average-pooled over the grid: ``[N, embedding_dim]``. It is continuous, so effective rank and linear probes
-stay meaningful; the discrete side is reported through ``codes`` and the codebook metrics.
+``latent`` (the vector the evaluation probes) is the *pre-quantisation* encoder output ``z_e`` average-pooled
+separately over the two halves of the grid along the first spatial axis (x: left-right in the RAS volumes
+``prepare`` writes): ``[N, 2 * embedding_dim]``, 32 with the defaults, like the other arms' latents. A global
+average pool (the previous design) mixed both hemispheres, so tumour laterality could not be decoded from
+the latent by construction. It is continuous, so effective rank and linear probes stay meaningful; the
+discrete side is reported through ``codes`` and the codebook metrics.
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ from ae_batch.models.conv import (
     conv_encoder,
     spatial_shapes,
 )
+
+
+def hemisphere_pool(z: torch.Tensor) -> torch.Tensor:
+    """``[N, D, X, Y, Z]`` → ``[N, 2D]``: the mean over each half of the x axis (an odd middle slice
+    counts towards both halves), so left and right stay apart."""
+    return F.adaptive_avg_pool3d(z, (2, 1, 1)).flatten(1)
 
 
 class VectorQuantizer(nn.Module):
@@ -112,7 +121,7 @@ class VQVAE3d(nn.Module):
 
     With the defaults at 32³ the grid is 4³ = 64 codes per volume over a codebook of 64 vectors of
     dimension 16. Output fields: ``recon`` ``[N, *input_shape]``, ``latent`` (pooled pre-quantisation
-    encoder output) ``[N, embedding_dim]``, ``aux_loss`` (VQ loss), ``codes`` ``[N, d, h, w]`` (long).
+    encoder output, per hemisphere) ``[N, 2 * embedding_dim]``, ``aux_loss`` (VQ loss), ``codes`` ``[N, d, h, w]`` (long).
     """
 
     def __init__(
@@ -128,7 +137,7 @@ class VQVAE3d(nn.Module):
         self.input_shape = _check_shape(input_shape, channels)
         self.channels = tuple(int(c) for c in channels)
         self.embedding_dim = int(embedding_dim)
-        self.latent_dim = self.embedding_dim
+        self.latent_dim = 2 * self.embedding_dim
         self.codebook_size = int(codebook_size)
         shapes = spatial_shapes(self.input_shape[1:], len(self.channels))
         self.grid_shape = shapes[-1]
@@ -154,8 +163,8 @@ class VQVAE3d(nn.Module):
         return self.encoder(x)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Pre-quantisation encoder output, global-average-pooled: ``[N, embedding_dim]``."""
-        return self._encode_grid(x).mean(dim=(2, 3, 4))
+        """Pre-quantisation encoder output pooled per hemisphere: ``[N, 2 * embedding_dim]``."""
+        return hemisphere_pool(self._encode_grid(x))
 
     @torch.no_grad()
     def initialise_codebook(self, x: torch.Tensor) -> None:
@@ -173,5 +182,5 @@ class VQVAE3d(nn.Module):
         z = self._encode_grid(x)
         q, vq_loss, codes = self.quantizer(z)
         return AutoencoderOutput(
-            recon=self.decoder(q), latent=z.mean(dim=(2, 3, 4)), aux_loss=vq_loss, codes=codes
+            recon=self.decoder(q), latent=hemisphere_pool(z), aux_loss=vq_loss, codes=codes
         )

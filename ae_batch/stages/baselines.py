@@ -1,8 +1,9 @@
-"""Stage ``baselines``: the same downstream CV on raw prepared features and on PCA(latent_dim).
+"""Stage ``baselines``: the same downstream CV on raw prepared features and on PCA of the latent's width.
 
 PCA is fitted on training subjects only and applied to the test subjects, whose representations then go
-through exactly the probes the latents go through. MRI volumes are average-pooled to ``RAW_GRID`` voxels
-first ("downsampled raw voxels") so the probe stays well-posed.
+through exactly the probes the latents go through. Its number of components is the width of the latent
+it is compared with (32 for the MLP and conv AE, 2 × embedding_dim for the VQ-VAE). MRI volumes are
+average-pooled to ``RAW_GRID`` voxels first ("downsampled raw voxels") so the probe stays well-posed.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from sklearn.decomposition import PCA
 
 from ae_batch.config import DownstreamConfig, ModelConfig
 from ae_batch.data.prepared import load_prepared
+from ae_batch.evaluation.downstream import downstream_folds, fold_summary
 from ae_batch.io import write_csv, write_json
-from ae_batch.stages.evaluate import downstream_folds, fold_summary
 
 RAW_GRID = (8, 8, 8)
 
@@ -33,6 +34,12 @@ def raw_representation(features: np.ndarray) -> np.ndarray:
     return pooled.flatten(1).numpy().astype(np.float64)
 
 
+def latent_width(model: ModelConfig, input_shape: tuple[int, ...], activation: str) -> int:
+    from ae_batch.models.factory import build_model
+
+    return int(build_model(model, input_shape, activation).latent_dim)
+
+
 def compute_baselines(
     prepared_dir: str | Path,
     out_dir: str | Path,
@@ -44,18 +51,18 @@ def compute_baselines(
     train_x = raw_representation(data.split_features("train"))
     test_x = raw_representation(data.split_features("test"))
     test_subjects = data.split_subjects("test")
-    n_components = min(model.latent_dim, train_x.shape[0], train_x.shape[1])
-    pca = PCA(n_components=n_components, random_state=0).fit(train_x)
+    width = latent_width(model, data.input_shape, data.meta.get("activation", "sigmoid"))
+    n_components = min(width, train_x.shape[0], train_x.shape[1])
+    pca = PCA(n_components=n_components, random_state=0).fit(train_x)  # training subjects only
     representations = {"raw": test_x, f"pca{n_components}": pca.transform(test_x)}
     rows, folds = [], []
     for name, rep in representations.items():
-        f = downstream_folds(rep, test_subjects, downstream)
+        f = downstream_folds(rep, test_subjects, downstream, f"{dataset} baseline {name}")
         rows.append(
             {"dataset": dataset, "representation": name, "n_features": rep.shape[1], **fold_summary(f)}
         )
         folds.append(f.assign(dataset=dataset, representation=name))
     out = Path(out_dir)
-    table = pd.DataFrame(rows)
     write_csv(out / "baseline_folds.csv", pd.concat(folds, ignore_index=True))
-    write_json(out / "baselines.json", {"dataset": dataset, "rows": table.to_dict(orient="records")})
+    write_json(out / "baselines.json", {"dataset": dataset, "rows": rows})
     return {"rows": rows}

@@ -1,162 +1,136 @@
-"""Stage ``evaluate``: test reconstruction, latent diversity and downstream probes of one grid point.
+"""Stage ``evaluate``: every member of one train group at its best-by-validation checkpoint.
 
-Writes ``eval.json`` (metrics named as the summary columns), ``per_subject.csv`` (recon loss of every
-val/test subject), ``latents.npz`` (val and test latents with subject ids) and ``folds.csv`` (per-fold
-downstream scores). The downstream probes use the **test** subjects' latents only.
+Per member it writes ``eval.json`` (metrics named as the summary columns), ``per_subject.csv``
+(reconstruction loss of every val/test subject), ``latents.npz`` (val and test latents with subject ids),
+``folds.csv`` (per-fold downstream scores), ``noise_scale.json`` (the gradient noise scale at the
+checkpoint) and, for MRI, ``reconstructions.png`` (lowest seed of the group); then the group's manifest
+``groups/<id>.eval.json`` (the rule's declared output).
+
+Learning-rate selection (tuned protocols): for each seed, the member with the lowest validation loss
+among all of that seed's learning rates in this cell (this group's and the sibling groups' train
+records) is selected, never by a test metric. Every member gets test loss and latent metrics; the
+downstream probes and the noise scale run on the selected member only (and on every member of an
+untuned protocol).
 """
 
 from __future__ import annotations
 
-import hashlib
+import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from ae_batch import tracking
-from ae_batch.config import DownstreamConfig, ModelConfig, TrainingConfig
+from ae_batch.config import DownstreamConfig, ModelConfig, NoiseScaleConfig
 from ae_batch.data.prepared import PreparedDataset, load_prepared
-from ae_batch.evaluation.diversity import latent_diversity
-from ae_batch.evaluation.downstream import cv_auroc, cv_regression, summarise_folds
-from ae_batch.evaluation.reconstruction import encode_and_score
 from ae_batch.io import atomic_path, read_json, write_csv, write_json
-from ae_batch.models.factory import build_model
 
 
-def _device(accelerator: str) -> str:
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
-
-
-def downstream_folds(
-    representation: np.ndarray, subjects: pd.DataFrame, downstream: DownstreamConfig
-) -> pd.DataFrame:
-    """Long table (repeat, fold, metric, value) of every probe whose labels exist for these subjects."""
-    frames = []
-    sex = subjects["sex"].to_numpy(dtype=float) if "sex" in subjects else np.full(len(subjects), np.nan)
-    known = ~np.isnan(sex)
-    if known.sum() > 0 and len(np.unique(sex[known])) == 2:
-        f = cv_auroc(
-            representation[known],
-            sex[known],
-            downstream.folds,
-            downstream.repeats,
-            downstream.seed,
-            downstream.C,
+def select_learning_rates(records: list[dict[str, Any]]) -> dict[str, bool | None]:
+    """member name → selected? (None for untuned members). Per seed, the lowest finite validation loss
+    wins; ties go to the smaller learning rate; a seed whose members all diverged selects none."""
+    out: dict[str, bool | None] = {}
+    by_seed: dict[int, list[dict[str, Any]]] = {}
+    for r in records:
+        if r.get("lr_rule") != "tuned":
+            out[r["member"]] = None
+        else:
+            by_seed.setdefault(int(r["seed"]), []).append(r)
+    for rows in by_seed.values():
+        finite = [r for r in rows if math.isfinite(float(r["val_recon_loss"]))]
+        best = min(
+            finite, key=lambda r: (float(r["val_recon_loss"]), float(r["learning_rate"])), default=None
         )
-        frames.append(f.melt(id_vars=["repeat", "fold"], var_name="metric", value_name="value"))
-    if "laterality" in subjects:
-        lat = subjects["laterality"].to_numpy(dtype=float)
-        ok = ~np.isnan(lat)
-        if ok.sum() >= 2 * downstream.folds:
-            f = cv_regression(
-                representation[ok], lat[ok], downstream.folds, downstream.repeats, downstream.seed
-            )
-            frames.append(f.melt(id_vars=["repeat", "fold"], var_name="metric", value_name="value"))
-    if not frames:
-        return pd.DataFrame(columns=["repeat", "fold", "metric", "value"])
-    return pd.concat(frames, ignore_index=True)
+        for r in rows:
+            out[r["member"]] = r is best
+    return out
 
 
-def fold_summary(folds: pd.DataFrame) -> dict[str, float]:
-    if folds.empty:
-        return {}
-    wide = folds.pivot_table(index=["repeat", "fold"], columns="metric", values="value").reset_index()
-    return summarise_folds(wide)
+def _nan_metrics() -> dict[str, float]:
+    return {"val_recon_loss": math.nan, "test_recon_loss": math.nan, "test_recon_loss_std": math.nan}
 
 
-def per_subject_for_tracking(table: pd.DataFrame, subject_ids: dict[str, Any]) -> pd.DataFrame | None:
-    """The per-subject table as MLflow may see it: raw ids only if asked, else salted hashes.
-
-    A tracking server is a wider audience than the results folder. The salt is random per study and
-    stays in ``results/<study>/``, so hashes can be linked back locally but not guessed from a small id
-    space (e.g. ``BraTS2021_00000``…). Without a salt file nothing is shared.
-    """
-    if subject_ids.get("log_raw"):
-        return table
-    salt_file = subject_ids.get("salt_file")
-    if not salt_file or not Path(salt_file).exists():
-        return None
-    salt = Path(salt_file).read_text().strip()
-    hashed = table.copy()
-    hashed["subject_id"] = [
-        hashlib.sha256(f"{salt}:{s}".encode()).hexdigest()[:16] for s in table["subject_id"]
-    ]
-    return hashed.rename(columns={"subject_id": "subject_hash"})
-
-
-def reconstruction_figure(net: torch.nn.Module, test: np.ndarray, record: dict[str, Any], path: Path) -> Path:
-    from ae_batch.recon_figure import N_SUBJECTS, plot_reconstructions
-
-    x = torch.as_tensor(np.asarray(test[:N_SUBJECTS]))
-    with torch.no_grad():
-        recon = net.eval().cpu()(x).recon.numpy()
-    title = f"{record['dataset']}: batch size {record['batch_size']}, seed {record['seed']} (best epoch {record['best_epoch']})"
-    return plot_reconstructions(x.numpy(), recon, title, path)
-
-
-def evaluate_grid_point(
-    prepared_dir: str | Path,
-    train_dir: str | Path,
-    out_dir: str | Path,
-    training: TrainingConfig,
-    model: ModelConfig,
+def evaluate_member(
+    data: PreparedDataset,
+    member_dir: Path,
+    record: dict[str, Any],
+    model_cfg: ModelConfig,
+    loss: str,
+    eval_batch_size: int,
     downstream: DownstreamConfig,
-    tracking_uri: str | None = None,
-    data: PreparedDataset | None = None,
-    subject_ids: dict[str, Any] | None = None,
+    noise: NoiseScaleConfig,
+    selected: bool | None,
+    device: str,
+    figure: bool,
 ) -> dict[str, Any]:
-    """Evaluate one trained grid point; ``subject_ids`` says how per-subject rows may go to MLflow:
-    ``{"log_raw": False, "salt_file": path}`` (the default: salted hashes, or nothing without a salt)."""
-    out = Path(out_dir)
-    train_dir = Path(train_dir)
-    data = data if data is not None else load_prepared(prepared_dir)
-    record = read_json(train_dir / "train.json")
-    torch.set_num_threads(training.threads)
-    net = build_model(model, data.input_shape, data.meta.get("activation", "sigmoid"))
-    net.load_state_dict(
-        torch.load(train_dir / "model.pt", map_location="cpu", weights_only=False)["state_dict"]
-    )
-    device = _device(training.accelerator)
+    """Evaluate one trained member; write its files; return the ``eval.json`` record."""
+    import torch
 
-    per_subject, latents = [], {}
-    results: dict[str, Any] = {}
-    test_codes = None
+    from ae_batch.evaluation.diversity import latent_diversity
+    from ae_batch.evaluation.downstream import downstream_folds, fold_summary
+    from ae_batch.evaluation.reconstruction import encode_and_score
+    from ae_batch.models.factory import load_model
+
+    started = time.time()
+    where = f"{record['dataset']}/{record['protocol']}/bs{record['batch_size']}/{record['member']}"
+    identity = {k: record[k] for k in ("dataset", "protocol", "batch_size", "member")}
+    results: dict[str, Any] = {"lr_selected": selected, **identity}
+    folds = pd.DataFrame(columns=["repeat", "fold", "metric", "value"])
+    if record.get("diverged"):
+        results.update(_nan_metrics())
+        write_csv(member_dir / "folds.csv", folds)
+        write_json(
+            member_dir / "eval.json", {**results, "diverged": True, "finished_ms": int(time.time() * 1000)}
+        )
+        return results
+    activation = data.meta.get("activation", "sigmoid")
+    net = load_model(member_dir / "model.pt", model_cfg, data.input_shape, activation)
+    per_subject, latents, codes = [], {}, None
     for split in ("val", "test"):
-        losses, z, codes = encode_and_score(
-            net, data.split_features(split), training.loss, training.eval_batch_size, device
+        losses, z, split_codes = encode_and_score(
+            net, data.split_features(split), loss, eval_batch_size, device
         )
-        subjects = data.split_subjects(split)
-        per_subject.append(
-            pd.DataFrame({"subject_id": subjects["subject_id"], "split": split, "recon_loss": losses})
-        )
+        ids = data.split_subjects(split)["subject_id"]
+        per_subject.append(pd.DataFrame({"subject_id": ids, "split": split, "recon_loss": losses}))
         latents[split] = z
-        results[f"{split}_recon_loss"] = float(losses.mean())
+        results[f"{split}_recon_loss"] = float(np.mean(losses))
         if split == "test":
-            test_codes = codes
-    results["test_recon_loss_std"] = float(per_subject[-1]["recon_loss"].std(ddof=1))
+            codes = split_codes
+            results["test_recon_loss_std"] = float(np.std(losses, ddof=1)) if len(losses) > 1 else math.nan
     results.update(latent_diversity(latents["test"]))
-    if test_codes is not None and hasattr(net, "codebook"):
+    if codes is not None and hasattr(net, "codebook"):
         from ae_batch.evaluation.codebook import codebook_metrics
 
-        results.update(codebook_metrics(test_codes, net.codebook.detach().cpu().numpy()))
+        results.update(codebook_metrics(codes, net.codebook.detach().cpu().numpy()))
+    if selected is not False:
+        folds = downstream_folds(latents["test"], data.split_subjects("test"), downstream, where)
+        results.update(fold_summary(folds))
+        from ae_batch.evaluation.noise_scale import autoencoder_loss, noise_scale
 
-    folds = downstream_folds(latents["test"], data.split_subjects("test"), downstream)
-    results.update(fold_summary(folds))
-    results.update({k: record[k] for k in ("dataset", "batch_size", "seed", "mlflow_run_id")})
-
-    figures = []
-    if data.features.ndim == 5:  # MRI: the same first test subjects at every grid point
-        figures.append(
-            reconstruction_figure(net, data.split_features("test"), record, out / "reconstructions.png")
+        ns = noise_scale(
+            net.cpu(),
+            torch.from_numpy(np.asarray(data.split_features("train"))),
+            autoencoder_loss(loss),
+            noise.method,
+            seed=int(record["seed"]),
+            max_exact_cost=noise.max_exact_cost,
         )
-    write_csv(out / "per_subject.csv", pd.concat(per_subject, ignore_index=True))
-    write_csv(out / "folds.csv", folds)
-    with atomic_path(out / "latents.npz") as tmp, open(tmp, "wb") as fh:
+        results["gradient_noise_scale"] = ns.gradient_noise_scale
+        write_json(member_dir / "noise_scale.json", {**ns.__dict__, "point": "trained"})
+    if figure and data.features.ndim == 5:
+        from ae_batch.figures import plot_reconstructions
+
+        test = data.split_features("test")[:4]
+        with torch.no_grad():
+            recon = net.eval().cpu()(torch.as_tensor(np.asarray(test))).recon.numpy()
+        title = f"{where} (best epoch {record['best_epoch']})"
+        plot_reconstructions(np.asarray(test), recon, title, member_dir / "reconstructions.png")
+    write_csv(member_dir / "per_subject.csv", pd.concat(per_subject, ignore_index=True))
+    write_csv(member_dir / "folds.csv", folds)
+    with atomic_path(member_dir / "latents.npz") as tmp, open(tmp, "wb") as fh:
         np.savez(
             fh,
             val=latents["val"],
@@ -164,47 +138,70 @@ def evaluate_grid_point(
             val_ids=data.split_subjects("val")["subject_id"].to_numpy(str),
             test_ids=data.split_subjects("test")["subject_id"].to_numpy(str),
         )
-    run_id = record.get("mlflow_run_id")
-    if tracking_uri and run_id:
-        tracking.log_metrics(tracking_uri, run_id, {k: v for k, v in results.items() if isinstance(v, float)})
-        tracking.log_artifacts(tracking_uri, run_id, [out / "folds.csv", *figures])
-        shared = per_subject_for_tracking(pd.concat(per_subject, ignore_index=True), subject_ids or {})
-        if shared is not None:
-            write_csv(out / "per_subject_mlflow.csv", shared)
-            tracking.log_artifacts(tracking_uri, run_id, [out / "per_subject_mlflow.csv"])
-    write_json(out / "eval.json", results)
-    if tracking_uri and run_id:
-        tracking.log_artifacts(tracking_uri, run_id, [out / "eval.json"])
+    results["evaluation_seconds"] = time.time() - started
+    results["finished_ms"] = int(time.time() * 1000)
+    write_json(member_dir / "eval.json", results)
     return results
 
 
-def evaluate_seeds(
-    prepared_dir: str | Path,
-    batch_dir: str | Path,
-    seeds: list[int],
-    training: TrainingConfig,
-    model: ModelConfig,
-    downstream: DownstreamConfig,
-    tracking_uri: str | None = None,
-    subject_ids: dict[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """Evaluate every seed of one batch size in one process (see ``train.train_seeds`` for why)."""
-    data = load_prepared(prepared_dir)
-    results = []
-    for seed in seeds:
-        run = Path(batch_dir) / f"seed{seed}"
-        results.append(
-            evaluate_grid_point(
-                prepared_dir,
-                run,
-                run,
-                training,
-                model,
-                downstream,
-                tracking_uri,
-                data=data,
-                subject_ids=subject_ids,
-            )
+def evaluate_group(
+    train_manifest: str | Path,
+    settings: dict[str, Any],
+    sibling_manifests: list[str | Path] = (),
+    threads: int = 1,
+    accelerator: str = "auto",
+) -> dict[str, Any]:
+    """Evaluate every member of the group whose ``groups/<id>.train.json`` is ``train_manifest``.
+
+    ``settings``: ``{"downstream": {...}, "noise_scale": {...}}``; the model and loss come from the
+    group's spec beside the manifest. ``sibling_manifests``: train manifests of the cell's other groups
+    (tuned protocols: the learning rate is selected per seed across all of them).
+    """
+    import torch
+
+    from ae_batch.devices import resolve_device
+
+    torch.set_num_threads(threads)
+    train_manifest = Path(train_manifest)
+    group_id = train_manifest.name.split(".")[0]
+    spec = read_json(train_manifest.with_name(f"{group_id}.spec.json"))
+    manifest = read_json(train_manifest)
+    records = manifest["records"]
+    siblings = [r for p in sibling_manifests for r in read_json(p)["records"]]
+    seeds = {int(r["seed"]) for r in records}
+    selection = select_learning_rates(records + [r for r in siblings if int(r["seed"]) in seeds])
+    data = load_prepared(spec["prepared"])
+    model_cfg = ModelConfig.from_dict(spec["model"])
+    downstream = DownstreamConfig(**settings["downstream"])
+    noise = NoiseScaleConfig(**settings["noise_scale"])
+    device = resolve_device(accelerator)
+    figure_seed = min(seeds)
+    dirs = {m["name"]: Path(m["dir"]) for m in spec["members"]}
+    out = {}
+    for record in records:
+        selected = selection[record["member"]]
+        figure = int(record["seed"]) == figure_seed and selected is not False
+        results = evaluate_member(
+            data,
+            dirs[record["member"]],
+            record,
+            model_cfg,
+            spec["training"]["loss"],
+            spec["training"]["eval_batch_size"],
+            downstream,
+            noise,
+            selected,
+            device,
+            figure,
         )
-        print(f"evaluated {run}: test loss {results[-1]['test_recon_loss']:.5f}", file=sys.stderr, flush=True)
-    return results
+        out[record["member"]] = results
+        print(
+            f"evaluated {record['dataset']}/{record['protocol']}/bs{record['batch_size']}/{record['member']}: "
+            f"test loss {results['test_recon_loss']:.5f}"
+            + ("" if selected is None else f", lr {'selected' if selected else 'not selected'}"),
+            file=sys.stderr,
+            flush=True,
+        )
+    eval_manifest = {"id": group_id, "members": out}
+    write_json(train_manifest.with_name(f"{group_id}.eval.json"), eval_manifest)
+    return eval_manifest

@@ -1,122 +1,175 @@
-# Setup done once: validate the config (ae_batch.config: schema, defaults, paths), pick the datasets,
-# and define the input functions the rules use. Nothing here imports torch, Lightning or MLflow.
+# Setup done once: the config (default study + your --configfile, validated), a fast check of every
+# dataset, the grid plan (which members train together), and the input functions the rules use.
+# Nothing here imports torch, Lightning or MLflow.
 import json
 import os
 import shlex
 import shutil
 import sys
 
-import yaml
+from ae_batch.config import check_dataset_paths, load_study_config, study_config
+from ae_batch.grid import (
+    cells,
+    group_file,
+    plan_groups,
+    prepared_key,
+    sibling_groups,
+    write_group_spec,
+)
+from ae_batch.lock import StudyLock
+from ae_batch.training.protocols import protocol_label
+from ae_batch.workflow_support import (
+    check_datasets,
+    check_executor,
+    cpu_claim,
+    settings_file,
+)
 
-from ae_batch.config import resolve_config, check_dataset_paths
 
-
-# A --configfile that defines `datasets` runs exactly those datasets (Snakemake would otherwise merge
-# them into the default synthetic ones).
-for _path in workflow.overwrite_configfiles:
-    with open(_path) as _fh:
-        _user = yaml.safe_load(_fh) or {}
-    if "datasets" in _user:
-        config["datasets"] = _user["datasets"]
-
-SYNTHETIC_DIR = os.path.abspath("data_synthetic")
-CFG = resolve_config(config, base_dir=os.getcwd())
-check_dataset_paths(CFG, SYNTHETIC_DIR)
-
-STUDY = CFG["study"]
-RESULTS = f"results/{STUDY}"
+# No `configfile:` directive: `config` holds only what you passed (--configfile/--config), and the
+# default study is merged under it here, so that a config defining `datasets` or `protocols` runs
+# exactly those (Snakemake's own merge would add them to the defaults).
+CFG = load_study_config(user=config)
+config.update(CFG)  # the report's templates read the resolved config
+STUDY = study_config(CFG)
+RESULTS = f"results/{STUDY.study}"
 LOGS = f"{RESULTS}/logs"
-DATASETS = sorted(CFG["datasets"])
-BATCH_SIZES = CFG["batch_sizes"]
-SEEDS = CFG["seeds"]
+SYNTHETIC_DIR = "data_synthetic"
+DATASETS = sorted(STUDY.datasets)
+PROTOCOLS = list(STUDY.protocols)
 TRACKING_URI = CFG["mlflow"]["tracking_uri"]
+EXPERIMENT = STUDY.experiment_name
 TRAIN_THREADS = CFG["training"]["threads"]
-# Each job runs torch with `training.threads` threads. When --cores exceeds this machine's CPUs (the
-# README's `--cores 8` on a 2-core laptop), every job claims a proportional share of the cores so that
-# no more jobs run at once than the CPUs can serve; on a cluster (non-local execution) a job claims what
-# it uses.
-LOCAL_CPUS = os.cpu_count() or 1
-_CORES = workflow.global_resources.get("_cores")
-_CORES = _CORES.value if hasattr(_CORES, "value") else _CORES
-if workflow.local_exec and isinstance(_CORES, int) and _CORES > LOCAL_CPUS:
-    CPU_CLAIM = max(TRAIN_THREADS, -(-_CORES * TRAIN_THREADS // LOCAL_CPUS))
-else:
-    CPU_CLAIM = TRAIN_THREADS
-# Train/evaluate jobs hold a `gpu` resource where they will use one, so that `--resources gpu=N` (the
-# default profile says 1) keeps several jobs from sharing one GPU. `auto` uses CUDA where a driver is
-# present; looking for it here costs nothing (no torch import at DAG-build time).
+ACCELERATOR = CFG["training"]["accelerator"]
+
+check_dataset_paths(CFG, SYNTHETIC_DIR)
+check_executor(workflow, TRACKING_URI)
+check_datasets(STUDY, RESULTS, SYNTHETIC_DIR)
+
+# --cores above this machine's CPUs (the README's `--cores 8` on a 2-core laptop): each job claims a
+# proportional share so no more jobs run at once than the CPUs serve. `cpus_per_task` (what a cluster
+# job asks for) is always what a job uses.
+CPU_CLAIM = cpu_claim(workflow, TRAIN_THREADS)
 _NVIDIA = os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
-_ACCELERATOR = CFG["training"]["accelerator"]
-GPU_PER_JOB = 1 if _ACCELERATOR in ("gpu", "cuda") or (_ACCELERATOR == "auto" and _NVIDIA) else 0
-MAX_BATCH_SIZE = max(BATCH_SIZES)
+GPU_PER_JOB = 1 if ACCELERATOR in ("gpu", "cuda") or (ACCELERATOR == "auto" and _NVIDIA) else 0
 
 # The package's CLI run by the same interpreter as Snakemake: works without an activated environment.
 AE_BATCH = f"{shlex.quote(sys.executable)} -m ae_batch"
-# A random salt, made once per study (by tracking-init, before any job), for the hashed subject ids of
-# per-subject tables sent to MLflow; raw ids go there only with mlflow.log_subject_ids: true.
 SALT_FILE = f"{RESULTS}/.subject_id_salt"
-TRACKING_INIT_CMD = (
-    f"{AE_BATCH} tracking-init --tracking-uri {shlex.quote(TRACKING_URI)} --study {shlex.quote(STUDY)} "
-    f"--datasets {' '.join(shlex.quote(d) for d in DATASETS)} --salt-file {shlex.quote(SALT_FILE)}"
-)
+study_lock = StudyLock()  # taken in onstart, released in onsuccess/onerror (see ae_batch/lock.py)
+
+# --- the grid ---------------------------------------------------------------------------------------
+PREPARED = {d: prepared_key(STUDY, d) for d in DATASETS}
+PREPARED_KEYS = sorted(set(PREPARED.values()))
+GROUPS = plan_groups(STUDY, RESULTS)
+GROUP_BY_ID = {(g.dataset, g.protocol, g.batch_size, g.id): g for g in GROUPS}
+for _g in GROUPS:
+    write_group_spec(STUDY, RESULTS, _g)
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
+    protocol="|".join(PROTOCOLS),
     batch_size=r"\d+",
     seed=r"\d+",
+    group=r"g[0-9a-f]{10}",
 
 
-def _entry(wildcards):
-    return CFG["datasets"][wildcards.dataset]
+def prepared_dir(dataset):
+    return f"{RESULTS}/{PREPARED[dataset]}/prepared"
 
 
-def dataset_inputs(wildcards):
+def dataset_inputs(dataset):
     """The files a dataset is prepared from (synthetic ones are made by the synthesize rules)."""
-    entry = _entry(wildcards)
+    entry = STUDY.datasets[dataset]
     keys = {"events": ["events", "subjects", "code_map"], "tabular": ["path"], "mri": ["path", "subjects"]}
-    paths = [entry[k] for k in keys[entry["kind"]] if entry.get(k)]
+    paths = [os.path.normpath(entry[k]) for k in keys[entry["kind"]] if entry.get(k)]
     if entry["kind"] == "mri" and paths[0] == os.path.join(SYNTHETIC_DIR, "mri"):
         paths[0] = os.path.join(SYNTHETIC_DIR, "mri", "subjects.csv")
     return paths
 
 
+def train_mem_mb(wildcards):
+    """A train job's memory: the data (features.npy, twice: file and tensors) plus ~200 MB per member."""
+    group = group_of(wildcards)
+    features = f"{prepared_dir(group.dataset)}/features.npy"
+    data_mb = os.path.getsize(features) / 2**20 if os.path.exists(features) else 500
+    return int(1500 + 2 * data_mb + 200 * len(group.members))
+
+
+def group_of(wildcards):
+    return GROUP_BY_ID[(wildcards.dataset, wildcards.protocol, int(wildcards.batch_size), wildcards.group)]
+
+
+def group_path(group, suffix):
+    return str(group_file(RESULTS, group.cell, group.id, suffix))
+
+
+def train_inputs(wildcards):
+    group = group_of(wildcards)
+    return {
+        "prepared": f"{prepared_dir(group.dataset)}/meta.json",
+        "init": [f"{RESULTS}/{group.dataset}/init/seed{s}.pt" for s in group.seeds],
+    }
+
+
+def sibling_manifests(wildcards):
+    group = group_of(wildcards)
+    return [group_path(g, "train") for g in sibling_groups(GROUPS, group)]
+
+
+def eval_manifests(dataset=None):
+    return [group_path(g, "eval") for g in GROUPS if dataset is None or g.dataset == dataset]
+
+
+# --- settings files: small JSON files named by their content's hash (a job's params) -----------------
 def prepare_settings(wildcards):
-    return json.dumps({"entry": _entry(wildcards), "splits": CFG["splits"]}, sort_keys=True)
+    entry = STUDY.datasets[wildcards.dataset]
+    entry = {k: v for k, v in entry.items() if k not in ("model", "protocols")}
+    return settings_file(RESULTS, "prepare", {"entry": entry, "splits": CFG["splits"]})
 
 
 def model_settings(wildcards):
-    from ae_batch.config import study_config
-
-    model = study_config(CFG).model_for(wildcards.dataset)
-    return json.dumps({"model": model.__dict__}, sort_keys=True)
+    return settings_file(RESULTS, "model", {"model": STUDY.model_for(wildcards.dataset).__dict__})
 
 
-def run_settings(wildcards):
-    """Everything a train/evaluate job uses; a change here reruns exactly the affected jobs."""
-    settings = json.loads(model_settings(wildcards))
-    settings.update(
-        training=CFG["training"],
-        downstream=CFG["downstream"],
-        study=STUDY,
-        tracking_uri=TRACKING_URI,
-    )
-    return json.dumps(settings, sort_keys=True)
+EVALUATE_SETTINGS = settings_file(RESULTS, "evaluate", {"downstream": CFG["downstream"], "noise_scale": CFG["noise_scale"]})
 
 
-def evaluate_settings(wildcards):
-    settings = json.loads(run_settings(wildcards))
-    settings["subject_ids"] = {"log_raw": CFG["mlflow"]["log_subject_ids"], "salt_file": SALT_FILE}
-    return json.dumps(settings, sort_keys=True)
+def noise_settings(wildcards):
+    model = STUDY.model_for(wildcards.dataset).__dict__
+    return settings_file(RESULTS, "noise", {"model": model, "loss": CFG["training"]["loss"], "noise_scale": CFG["noise_scale"]})
 
 
 def baseline_settings(wildcards):
-    settings = json.loads(model_settings(wildcards))
-    settings["downstream"] = CFG["downstream"]
-    return json.dumps(settings, sort_keys=True)
+    model = STUDY.model_for(wildcards.dataset).__dict__
+    return settings_file(RESULTS, "baselines", {"model": model, "downstream": CFG["downstream"]})
 
 
-def grid_dirs():
-    return [
-        f"{RESULTS}/{d}/bs{b}/seed{s}" for d in DATASETS for b in BATCH_SIZES for s in SEEDS
-    ]
+TRACKING = {"tracking_uri": TRACKING_URI, "experiment": EXPERIMENT, "study": STUDY.study}
+TRACK_SETTINGS = settings_file(
+    RESULTS,
+    "track",
+    {**TRACKING, "subject_ids": {"log_raw": CFG["mlflow"]["log_subject_ids"], "salt_file": SALT_FILE}},
+)
+AGGREGATE_SETTINGS = settings_file(RESULTS, "aggregate", {"config": CFG})
+FIGURE_SETTINGS = settings_file(
+    RESULTS,
+    "figures",
+    {
+        "prepared": {d: prepared_dir(d) for d in DATASETS},
+        "protocol_labels": {p: protocol_label(p, STUDY.protocols[p], STUDY.training.max_epochs) for p in PROTOCOLS},
+    },
+)
+PUBLISH_SETTINGS = settings_file(
+    RESULTS,
+    "publish",
+    {
+        **TRACKING,
+        "prepared": {d: prepared_dir(d) for d in DATASETS},
+        "grid": {"batch_sizes": STUDY.batch_sizes, "seeds": STUDY.seeds, "protocols": STUDY.protocols},
+    },
+)
+TRACKING_INIT_SETTINGS = settings_file(
+    RESULTS, "tracking", {**TRACKING, "datasets": DATASETS, "results": RESULTS, "salt_file": SALT_FILE}
+)

@@ -1,47 +1,41 @@
-rule evaluate:
+rule noise_init:
     input:
-        prepared=f"{RESULTS}/{{dataset}}/prepared/meta.json",
-        train=expand(f"{RESULTS}/{{{{dataset}}}}/bs{{{{batch_size}}}}/seed{{seed}}/train.json", seed=SEEDS),
+        prepared=lambda w: f"{prepared_dir(w.dataset)}/meta.json",
+        inits=expand(f"{RESULTS}/{{{{dataset}}}}/init/seed{{seed}}.pt", seed=STUDY.seeds),
     output:
-        expand(
-            f"{RESULTS}/{{{{dataset}}}}/bs{{{{batch_size}}}}/seed{{seed}}/{{name}}",
-            seed=SEEDS,
-            name=["eval.json", "per_subject.csv", "latents.npz", "folds.csv"],
-        ),
+        f"{RESULTS}/{{dataset}}/init/noise_scale.csv",
     params:
-        settings=evaluate_settings,
-        seeds=" ".join(map(str, SEEDS)),
-        prepared=f"{RESULTS}/{{dataset}}/prepared",
-        batch_dir=f"{RESULTS}/{{dataset}}/bs{{batch_size}}",
+        settings=noise_settings,
+        prepared=lambda w: prepared_dir(w.dataset),
+        seeds=" ".join(map(str, STUDY.seeds)),
     log:
-        f"{LOGS}/evaluate/{{dataset}}_bs{{batch_size}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{dataset}}_bs{{batch_size}}.tsv"
+        f"{LOGS}/noise_init/{{dataset}}.log",
     threads: CPU_CLAIM
     resources:
         mem_mb=4000,
         runtime=60,
-        gpu=GPU_PER_JOB,
+        cpus_per_task=TRAIN_THREADS,
     shell:
-        "{AE_BATCH} evaluate --prepared {params.prepared:q} --batch-dir {params.batch_dir:q} "
-        "--seeds {params.seeds} --threads {TRAIN_THREADS} --settings {params.settings:q} 2> {log:q}"
+        "{AE_BATCH} noise-init --prepared {params.prepared:q} --dataset {wildcards.dataset} "
+        "--seeds {params.seeds} --inits {input.inits:q} --settings-file {params.settings:q} "
+        "--threads {TRAIN_THREADS} --out {output:q} --log {log:q}"
 
 
 rule baselines:
     input:
-        f"{RESULTS}/{{dataset}}/prepared/meta.json",
+        lambda w: f"{prepared_dir(w.dataset)}/meta.json",
     output:
         multiext(f"{RESULTS}/{{dataset}}/baselines/", "baselines.json", "baseline_folds.csv"),
     params:
         settings=baseline_settings,
-        prepared=f"{RESULTS}/{{dataset}}/prepared",
-        out=f"{RESULTS}/{{dataset}}/baselines",
+        prepared=lambda w: prepared_dir(w.dataset),
     log:
         f"{LOGS}/baselines/{{dataset}}.log",
     threads: CPU_CLAIM
     resources:
         mem_mb=4000,
         runtime=30,
+        cpus_per_task=TRAIN_THREADS,
     shell:
         "{AE_BATCH} baselines --prepared {params.prepared:q} --dataset {wildcards.dataset} "
-        "--settings {params.settings:q} --out {params.out:q} 2> {log:q}"
+        "--settings-file {params.settings:q} --out {RESULTS}/{wildcards.dataset}/baselines --log {log:q}"

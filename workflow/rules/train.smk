@@ -1,31 +1,47 @@
-# One job trains every seed of one batch size (in one process, one after another): a job's start costs
-# more than many grid points take to train. Each seed keeps its own folder, initial state and MLflow run.
+# One job per train group: the members of one dataset × protocol × batch size that need training,
+# trained as one stacked model (see ae_batch/grid.py for how groups are formed, and why adding a seed,
+# a batch size or a protocol trains only what is new).
 rule train:
     input:
-        prepared=f"{RESULTS}/{{dataset}}/prepared/meta.json",
-        init=expand(f"{RESULTS}/{{{{dataset}}}}/init/seed{{seed}}.pt", seed=SEEDS),
+        unpack(train_inputs),
     output:
-        expand(
-            f"{RESULTS}/{{{{dataset}}}}/bs{{{{batch_size}}}}/seed{{seed}}/{{name}}",
-            seed=SEEDS,
-            name=["model.pt", "history.csv", "train.json"],
-        ),
+        f"{RESULTS}/{{dataset}}/{{protocol}}/bs{{batch_size}}/groups/{{group}}.train.json",
     params:
-        settings=run_settings,
-        seeds=" ".join(map(str, SEEDS)),
-        prepared=f"{RESULTS}/{{dataset}}/prepared",
-        init_dir=f"{RESULTS}/{{dataset}}/init",
-        batch_dir=f"{RESULTS}/{{dataset}}/bs{{batch_size}}",
+        spec=lambda w: group_path(group_of(w), "spec"),
     log:
-        f"{LOGS}/train/{{dataset}}_bs{{batch_size}}.log",
+        f"{LOGS}/train/{{dataset}}_{{protocol}}_bs{{batch_size}}_{{group}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{dataset}}_bs{{batch_size}}.tsv"
+        f"{RESULTS}/benchmarks/train/{{dataset}}_{{protocol}}_bs{{batch_size}}_{{group}}.tsv"
+    threads: CPU_CLAIM
+    resources:
+        mem_mb=train_mem_mb,
+        runtime=240,
+        cpus_per_task=TRAIN_THREADS,
+        gpu=GPU_PER_JOB,
+    shell:
+        "{AE_BATCH} train --spec {params.spec:q} --threads {TRAIN_THREADS} --accelerator {ACCELERATOR} "
+        "--log {log:q}"
+
+
+rule evaluate:
+    input:
+        manifest=f"{RESULTS}/{{dataset}}/{{protocol}}/bs{{batch_size}}/groups/{{group}}.train.json",
+        siblings=sibling_manifests,
+    output:
+        f"{RESULTS}/{{dataset}}/{{protocol}}/bs{{batch_size}}/groups/{{group}}.eval.json",
+    params:
+        settings=EVALUATE_SETTINGS,
+    log:
+        f"{LOGS}/evaluate/{{dataset}}_{{protocol}}_bs{{batch_size}}_{{group}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{dataset}}_{{protocol}}_bs{{batch_size}}_{{group}}.tsv"
     threads: CPU_CLAIM
     resources:
         mem_mb=4000,
-        runtime=240,
+        runtime=120,
+        cpus_per_task=TRAIN_THREADS,
         gpu=GPU_PER_JOB,
     shell:
-        "{AE_BATCH} train --prepared {params.prepared:q} --init-dir {params.init_dir:q} "
-        "--dataset {wildcards.dataset} --batch-size {wildcards.batch_size} --seeds {params.seeds} "
-        "--threads {TRAIN_THREADS} --settings {params.settings:q} --batch-dir {params.batch_dir:q} 2> {log:q}"
+        "{AE_BATCH} evaluate --manifest {input.manifest:q} --siblings {input.siblings:q} "
+        "--settings-file {params.settings:q} --threads {TRAIN_THREADS} --accelerator {ACCELERATOR} "
+        "--log {log:q}"

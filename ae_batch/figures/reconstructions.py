@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ae_batch.io import atomic_path  # noqa: E402
+from ae_batch.figures.common import save_figure
 
 PLANES = ("axial", "coronal", "sagittal")
 N_SUBJECTS = 4
+RECON_DPI = 100
 
 
 def mid_slices(volume: np.ndarray) -> list[np.ndarray]:
@@ -26,9 +24,7 @@ def mid_slices(volume: np.ndarray) -> list[np.ndarray]:
     return [volume[:, :, z].T, volume[:, y, :].T, volume[x, :, :].T]
 
 
-def plot_reconstructions(
-    originals: np.ndarray, reconstructions: np.ndarray, title: str, out_path: str | Path
-) -> Path:
+def reconstructions_figure(originals: np.ndarray, reconstructions: np.ndarray, title: str) -> plt.Figure:
     """``originals``/``reconstructions``: ``[N, 1, X, Y, Z]``; the first ``N_SUBJECTS`` are shown."""
     n = min(N_SUBJECTS, len(originals))
     fig, axes = plt.subplots(n, 6, figsize=(12, 2.1 * n + 0.4), squeeze=False)
@@ -46,8 +42,11 @@ def plot_reconstructions(
                 axes[i, 0].set_ylabel(f"test subject {i + 1}", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return out_path
+    return fig
+
+
+def plot_reconstructions(
+    originals: np.ndarray, reconstructions: np.ndarray, title: str, out_path: str | Path
+) -> Path:
+    """Write ``reconstructions_figure`` as a PNG (atomically, no metadata) and return its path."""
+    return save_figure(reconstructions_figure(originals, reconstructions, title), out_path, dpi=RECON_DPI)

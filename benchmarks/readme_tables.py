@@ -1,0 +1,134 @@
+"""Render the README's performance figures from the benchmark result files (never typed by hand).
+
+Each block of the README between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` is replaced by the
+table rendered from ``benchmarks/results/``:
+
+* ``throughput``: ``train_throughput.py`` (the stacked-training targets);
+* ``startup``: ``startup.py`` (job start-up, ``snakemake -n``);
+* ``study``: ``study_time.py`` (the default study from scratch, where the time goes);
+* ``memory``: ``train_memory.py`` (peak memory of a train job against K);
+* ``paper_scale``: ``paper_scale.py`` (one run at Kerley et al.'s EHR scale).
+
+    python benchmarks/readme_tables.py            # print the blocks
+    python benchmarks/readme_tables.py --write    # and rewrite them in README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+README = HERE.parent / "README.md"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _source(d: dict[str, Any]) -> str:
+    return f"_{d['machine']}, torch {d['torch']}, {d['date']}; `{d['command']}` → `benchmarks/results/`._"
+
+
+def throughput(d: dict[str, Any]) -> str:
+    lines = [
+        "| model | batch | members | stacked (samples/s) | loop | fused loop | ÷ loop (target) | ÷ fused loop (target) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    names = {"ehr_mlp": "EHR MLP 290-256-128-32", "mri_conv": f"MRI conv AE {d.get('mri_size', 32)}³"}
+    for c in d["cases"]:
+        mark = "" if c["met"] else " **(missed)**"
+        lines.append(
+            f"| {names[c['model']]} | {c['batch_size']} | {c['members']} | {c['stacked']:,.0f} | {c['loop']:,.0f} "
+            f"| {c['fused_loop']:,.0f} | {c['ratio_loop']:.2f} (≥ {c['target_loop']}) "
+            f"| {c['ratio_fused_loop']:.2f} (≥ {c['target_fused_loop']}){mark} |"
+        )
+    return "\n".join(lines) + "\n\n" + _source(d)
+
+
+def startup(d: dict[str, Any]) -> str:
+    lines = ["| command | seconds |", "|---|---|"]
+    lines += [f"| `{name}` | {t:.2f} |" for name, t in d["times"].items()]
+    return "\n".join(lines) + "\n\n" + _source(d)
+
+
+def study(d: dict[str, Any]) -> str:
+    lines = [
+        f"**{d['wall_seconds'] / 60:.1f} min** from scratch ({d['members']} grid points, {d['train_jobs']} train "
+        f"jobs), where the job time goes (sum over jobs, CPU-seconds of the {d['cores_used']}-core machine):",
+        "",
+        "| rule | jobs | seconds (sum) |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {rule} | {v['jobs']} | {v['seconds']:,.0f} |" for rule, v in d["rules"].items()]
+    return "\n".join(lines) + "\n\n" + _source(d)
+
+
+def memory(d: dict[str, Any]) -> str:
+    lines = ["| model | members K | peak RSS (MB) | per extra member (MB) |", "|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(
+            f"| {r['model']} | {r['members']} | {r['peak_rss_mb']:,.0f} | {r['per_member_mb']:,.1f} |"
+        )
+    return "\n".join(lines) + "\n\n" + _source(d)
+
+
+def paper_scale(d: dict[str, Any]) -> str:
+    return (
+        f"{d['summary']}\n\n| batch | timed steps | seconds | samples/s (all members) | estimated full run |\n"
+        "|---|---|---|---|---|\n"
+        + "\n".join(
+            f"| {r['batch_size']} | {r['steps']:,} | {r['seconds']:.1f} | {r['samples_per_second']:,.0f} | {r['full_minutes']:.0f} min |"
+            for r in d["rows"]
+        )
+        + "\n\n"
+        + _source(d)
+    )
+
+
+BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "throughput": throughput,
+    "startup": startup,
+    "study": study,
+    "memory": memory,
+    "paper_scale": paper_scale,
+}
+FILES = {
+    "throughput": "cpu2",
+    "startup": "startup",
+    "study": "study_time",
+    "memory": "train_memory",
+    "paper_scale": "paper_scale",
+}
+
+
+def render() -> dict[str, str]:
+    out = {}
+    for block, render_fn in BLOCKS.items():
+        data = _load(FILES[block])
+        out[block] = render_fn(data) if data else f"_(no `benchmarks/results/{FILES[block]}.json` yet)_"
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--write", action="store_true", help="rewrite the blocks in README.md")
+    a = p.parse_args()
+    blocks = render()
+    text = README.read_text()
+    for name, body in blocks.items():
+        print(f"--- {name}\n{body}\n")
+        pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(\n<!-- /bench:{name} -->)", re.S)
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), text)
+    if a.write:
+        README.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
