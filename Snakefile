@@ -17,7 +17,17 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
 
 
+# Light steps run where Snakemake runs (on a cluster: the login node), sparing them a queue wait.
+localrules:
+    all,
+    track,
+    aggregate,
+    figures,
+    publish,
+
+
 onstart:
+    check_executor(workflow, TRACKING_URI)  # the executor is known only now (not at parse time)
     study_lock.acquire()
     shell(f"{AE_BATCH} tracking-init --settings-file {TRACKING_INIT_SETTINGS}")
 

@@ -158,7 +158,7 @@ def _cmd_check_data(a: argparse.Namespace) -> None:
         splits = summary.get("n_per_split") or {}
         print(
             f"{summary['name']}: ok ({summary['kind']}, {summary['n_subjects']} subjects: "
-            + ", ".join(f"{n} {s}" for s, n in splits.items())
+            + ", ".join(f"{splits[s]} {s}" for s in ("train", "val", "test") if s in splits)
             + (f"; {summary['n_features']} features" if summary.get("n_features") else "")
             + (", cached" if summary.get("cached") else "")
             + ")"

@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ae_batch.status import CellStatus, StudyStatus
+from ae_batch.status_model import CellStatus, StudyStatus
 
 WIDTH = 100
 

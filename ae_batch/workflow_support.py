@@ -45,12 +45,14 @@ def cpu_claim(workflow: Any, threads: int) -> int:
 
 def is_local_execution(workflow: Any) -> bool:
     """Whether jobs run on this machine. Snakemake has no documented accessor for the executor; this
-    reads ``workflow.local_exec`` (tests/test_snakemake_api.py fails loudly if Snakemake changes it)."""
+    reads ``workflow.local_exec`` (tests/test_project.py fails loudly if Snakemake changes it). It is
+    meaningful only once the executor is set up, i.e. in ``onstart``, not while the Snakefile is parsed."""
     return bool(workflow.local_exec)
 
 
 def check_executor(workflow: Any, tracking_uri: str) -> None:
-    """Refuse an sqlite tracking store when jobs run elsewhere (a cluster): before any job is submitted."""
+    """Refuse an sqlite tracking store when jobs run elsewhere (a cluster): called from ``onstart``, so
+    before any job is submitted (a dry run is never refused: it runs no ``onstart``)."""
     if tracking_uri.startswith("sqlite:") and not is_local_execution(workflow):
         raise ConfigError(
             f"mlflow.tracking_uri is an sqlite file ({tracking_uri}) but jobs run on a cluster executor: "

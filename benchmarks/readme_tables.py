@@ -92,7 +92,30 @@ def paper_scale(d: dict[str, Any]) -> str:
     )
 
 
+def verdict(d: dict[str, Any]) -> str:
+    """The default study's answer: does the paper protocol's effect survive, and B_simple at init."""
+    import pandas as pd
+
+    folder = RESULTS / "default_study"
+    comparison = pd.read_csv(folder / "verdict_vs_paper.csv")
+    verdicts = pd.read_csv(folder / "verdict.csv")
+    lines = ["| dataset | metric | paper | " + " | ".join(sorted(set(comparison["protocol"]))) + " |",
+             "|---|---|---|" + "---|" * comparison["protocol"].nunique()]  # fmt: skip
+    for (dataset, metric), part in comparison.groupby(["dataset", "metric"], sort=False):
+        cells = {r.protocol: f"{r.direction} → **{r.reading}**" for r in part.itertuples()}
+        row = verdicts[(verdicts["dataset"] == dataset) & (verdicts["metric"] == metric) & (verdicts["protocol"] == "paper")]
+        rho = f" (ρ {row['spearman_rho'].iloc[0]:+.2f})" if len(row) else ""
+        lines.append(f"| {dataset} | {metric} | {part['reference_direction'].iloc[0]}{rho} | "
+                     + " | ".join(cells[p] for p in sorted(cells)) + " |")  # fmt: skip
+    noise = pd.read_csv(folder / "noise_scale.csv")
+    init = noise[noise["point"] == "init"].groupby("dataset")["gradient_noise_scale"]
+    scales = ", ".join(f"{ds} {m:.3g} (sd {sd:.2g}, {n} seeds)" for ds, m, sd, n in
+                       zip(init.mean().index, init.mean(), init.std(), init.count(), strict=True))  # fmt: skip
+    return "\n".join(lines) + f"\n\nGradient noise scale B_simple at init (mean over seeds): {scales}.\n\n" + _source(d)
+
+
 BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "verdict": verdict,
     "throughput": throughput,
     "startup": startup,
     "study": study,
@@ -100,6 +123,7 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "paper_scale": paper_scale,
 }
 FILES = {
+    "verdict": "study_time",
     "throughput": "cpu2",
     "startup": "startup",
     "study": "study_time",

@@ -1,6 +1,8 @@
 """The default study from scratch (`snakemake --cores 8` in a clean copy), and where the time goes.
 
-Per rule: the number of jobs and the sum of their wall times, read from Snakemake's log of the run.
+Per rule: the number of jobs and the sum of their wall times, read from Snakemake's log of the run. The
+study's answer (verdict.csv, verdict_vs_paper.csv, noise_scale.csv, stats.csv, summary.csv) is kept in
+``benchmarks/results/default_study/`` for the README.
 
     python benchmarks/study_time.py       → benchmarks/results/study_time.json
 """

@@ -22,7 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -358,10 +358,11 @@ class Postgres:
         return result.stdout
 
     def create_database(self, user: str, password: str, database: str) -> str:
-        """A login role owning a new database; returns the SQLAlchemy URI MLflow takes."""
+        """A login role owning a new database; returns the SQLAlchemy URI MLflow takes, without the
+        password (give it to the server as PGPASSWORD, which libpq reads, so it is on no command line)."""
         self.psql(f"CREATE USER \"{user}\" WITH PASSWORD '{password}'")
         self.psql(f'CREATE DATABASE "{database}" OWNER "{user}"')
-        return f"postgresql+psycopg://{user}:{password}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg://{user}@127.0.0.1:{self.port}/{database}"
 
     def dump(self, database: str) -> str:
         result = self.run("pg_dump", "-d", database, timeout=120)
@@ -488,8 +489,11 @@ def start_mlflow_server(
     env: dict[str, str] | None = None,
     timeout: float = 90,
 ) -> MlflowServer:
-    """``mlflow server`` on 127.0.0.1:<free port> with proxied artifacts; waits for ``/health``."""
+    """``mlflow server`` on 127.0.0.1:<free port> with proxied artifacts; waits for ``/health``.
+
+    Its job runner (GenAI evaluation jobs, 8 processes) is switched off: ae-batch never uses it."""
     port = free_port()
+    env = {**(env if env is not None else os.environ), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     cmd = [
         mlflow_exe, "server",
         "--backend-store-uri", backend_store_uri,
@@ -510,13 +514,3 @@ def start_mlflow_server(
     if process.poll() is not None:
         raise Unavailable(f"mlflow server exited ({process.returncode}):\n{_tail(log)}")
     return server
-
-
-@contextlib.contextmanager
-def running(
-    service: SlurmCluster | Postgres | MlflowServer,
-) -> Iterator[SlurmCluster | Postgres | MlflowServer]:
-    try:
-        yield service
-    finally:
-        service.stop()

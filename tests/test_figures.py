@@ -7,7 +7,6 @@ bytes); ``make_study`` writes a synthetic study (summary plus member folders) of
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -540,19 +539,3 @@ def test_make_study_figures_is_robust(tmp_path):
     empty = figures.make_study_figures(tmp_path / "empty", thin.iloc[:0], None, None, {})
     assert empty == {k: [] for k in figures.KINDS}
     assert all((tmp_path / "empty" / "figures" / k).is_dir() for k in figures.KINDS)
-
-
-def test_default_size_study_is_fast(tmp_path):
-    """3 datasets × 2 protocols × 6 batch sizes × 6 seeds, every metric column: time the whole call."""
-    sizes, seeds = (1, 4, 16, 32, 64, 100), tuple(range(6))
-    summary, subjects = make_study(tmp_path, DATASETS, batch_sizes=sizes, seeds=seeds, all_metrics=True)
-    noise = pd.concat([noise_table(ds, [40.0, 60.0]) for ds in DATASETS], ignore_index=True)
-    start = time.perf_counter()
-    made = figures.make_study_figures(tmp_path, summary, baselines_for(DATASETS), noise, subjects)
-    seconds = time.perf_counter() - start
-    n = sum(len(v) for v in made.values())
-    print(f"default-size study: {n} figures in {seconds:.1f} s")
-    n_metrics = {ds: len(figures.applicable_metrics(summary, ds)) for ds in DATASETS}
-    assert len(made["metric_vs_batch_size"]) == sum(n_metrics.values())
-    assert all(len(made[k]) == len(DATASETS) * 2 for k in figures.KINDS[1:])
-    assert seconds < 120

@@ -1,6 +1,6 @@
 """``ae-batch ui`` in a real browser: the printed link opens the study's runs, not MLflow's GenAI overview.
 
-A tiny two-dataset study runs through the real workflow (module fixture), ``ae-batch ui`` serves its
+The session's tiny study (tests/conftest.py, run once through the real workflow), ``ae-batch ui`` serves its
 sqlite store on a free port, and Debian's headless Chromium renders the pages (see ``browser_helpers``).
 Screenshots go to the pytest tmp dir (``mlflow_screenshots*``), to ``results/screenshots/`` of the study
 folder and, where ``AE_BATCH_SCREENSHOTS_DIR`` is set (CI artifacts), there too.
@@ -24,24 +24,13 @@ from urllib.parse import quote, urlencode
 import pytest
 import yaml
 from browser_helpers import ae_batch_ui, find_chromium, free_port, page_text, port_answers, stop
-from snakemake_helpers import TINY_ICD, run_snakemake
+from snakemake_helpers import TINY_ICD
 
 from ae_batch.cli import main
 from ae_batch.errors import ConfigError
 from ae_batch.ui import open_ui, run_url, runs_url
 
-STUDY = "uitest"
-CONFIG = {
-    "study": STUDY,
-    "batch_sizes": [4, 16],
-    "seeds": [0],
-    "training": {"max_epochs": 2},
-    "model": {"hidden_dims": [16], "latent_dim": 4},
-    "downstream": {"folds": 3, "repeats": 1},
-    "protocols": {"paper": {"budget": "epochs", "lr": "fixed"}},
-    "synthetic": {"ehr": {"n_subjects": 160, "n_phenotypes": 30, "seed": 3}},
-    "datasets": {"icd": TINY_ICD, "labs": {"kind": "tabular", "path": "data_synthetic/ehr/tabular.csv"}},
-}
+STUDY = "tiny"  # the session's tiny EHR study (tests/conftest.py ehr_study): 1 dataset, 8 members
 # Grid-point runs only, best test loss first (a sort other than by date lists them flat, not nested).
 MEMBERS_QUERY = "&" + urlencode(
     {
@@ -76,14 +65,9 @@ def browser() -> str:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished tiny study (2 datasets × 2 batch sizes × 1 seed) with its MLflow store ``mlflow.db``."""
-    workdir = tmp_path_factory.mktemp("ui_study")
-    (workdir / "study.yaml").write_text(yaml.safe_dump(CONFIG))
-    done = run_snakemake(workdir, "study.yaml")
-    assert done.returncode == 0, done.stderr[-4000:]
-    assert (workdir / "mlflow.db").is_file()
-    return workdir
+def study(ehr_study: Path) -> Path:
+    """The session's finished tiny study (tests/conftest.py) with its MLflow store ``mlflow.db``."""
+    return ehr_study
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +85,7 @@ def ui(browser: str, study: Path, tmp_path_factory: pytest.TempPathFactory) -> A
     runs = mc.search_runs([exp.experiment_id], max_results=1000)
     parents = {r.info.run_name: r.info.run_id for r in runs if r.data.tags.get(LEVEL_TAG) == "dataset"}
     members = [r for r in runs if r.data.tags.get(LEVEL_TAG) == "grid_point"]
-    assert sorted(parents) == ["icd", "labs"] and len(members) == 4, (sorted(parents), members)
+    assert sorted(parents) == ["icd"] and len(members) == 8, (sorted(parents), members)
 
     port = free_port()
     log = tmp_path_factory.mktemp("ui_log") / "ae-batch-ui.stderr"

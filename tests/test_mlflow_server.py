@@ -121,6 +121,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini(root / "basic_auth.ini", root / "basic_auth.db")),
             "MLFLOW_AUTH_ADMIN_PASSWORD": passwords["admin"],
             "MLFLOW_FLASK_SERVER_SECRET_KEY": passwords["secret_key"],
+            "PGPASSWORD": passwords["db"],  # libpq reads it: the backend URI carries no password
         }
         mlflow = str(Path(sys.executable).with_name("mlflow"))
         server = start_mlflow_server(
@@ -176,12 +177,12 @@ def test_experiment_parent_and_one_finished_child_per_member(deployment: Deploym
     # only an admin may read permissions)
     permission = deployment.api(
         "GET",
-        "/api/2.0/mlflow/experiments/permissions/get",
+        "/api/3.0/mlflow/users/permissions/get",
         auth=("admin", deployment.admin_password),
-        params={"experiment_id": experiment_id, "username": USER},
+        params={"username": USER, "resource_type": "experiment", "resource_id": experiment_id},
     )
     assert permission.status_code == 200, permission.text[:500]
-    assert permission.json()["experiment_permission"]["permission"] == "MANAGE"
+    assert permission.json()["permission"] == "MANAGE"
 
     children = deployment.search_runs(experiment_id, "grid_point")
     assert len(children) == len(summary)

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 from services import MlflowServer, SlurmCluster, Unavailable, start_mlflow_server, start_slurm
-from snakemake_helpers import REPO, SNAKEMAKE, TINY_ICD, run_snakemake, snakemake_env
+from snakemake_helpers import REPO, SNAKEMAKE, TINY_EHR_STUDY, snakemake_env
 
 from ae_batch.stages.aggregate import TIMING_COLUMNS
 
@@ -32,21 +32,9 @@ needs_plugin = pytest.mark.skipif(
     not PLUGIN, reason='snakemake-executor-plugin-slurm is not installed: pip install -e ".[slurm]"'
 )
 
-# /tmp/tiny.yaml of the design notes, one seed: 2 protocols × 2 batch sizes = 4 members, 4 train groups.
-TINY = {
-    "study": "tiny",
-    "batch_sizes": [2, 16],
-    "seeds": [0],
-    "training": {"max_epochs": 3},
-    "model": {"hidden_dims": [32], "latent_dim": 4},
-    "downstream": {"folds": 3, "repeats": 1},
-    "protocols": {
-        "paper": {"budget": "epochs", "lr": "fixed"},
-        "steps": {"budget": "steps", "steps": 60, "lr": "sqrt"},
-    },
-    "synthetic": {"ehr": {"n_subjects": 160, "n_phenotypes": 30, "seed": 3}},
-    "datasets": {"icd": TINY_ICD},
-}
+# The session's tiny EHR study (tests/snakemake_helpers.py): 2 protocols × 2 batch sizes × 2 seeds = 8
+# members in 4 train groups; its local run (tests/conftest.py ehr_study, sqlite, --cores 2) is the reference.
+TINY = TINY_EHR_STUDY
 
 # What this test's SLURM needs on top of profiles/slurm: it has no accounting (sacct fails), so job
 # states come from squeue; keep every job's SLURM log (the proof it ran as a SLURM job); poll often.
@@ -96,14 +84,9 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow
 
 @pytest.fixture(scope="module")
 def studies(
-    slurm: SlurmCluster, tracking_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
+    slurm: SlurmCluster, tracking_server: MlflowServer, ehr_study: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Path]:
-    """The same study run locally (sqlite, --cores 2) and on SLURM (the server); returns both folders."""
-    local = tmp_path_factory.mktemp("local")
-    (local / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    result = run_snakemake(local, "tiny.yaml")
-    assert result.returncode == 0, result.stderr[-4000:]
-
+    """The same study run locally (the session's, sqlite, --cores 2) and on SLURM (the server)."""
     cluster = tmp_path_factory.mktemp("cluster")
     (cluster / "tiny.yaml").write_text(
         yaml.safe_dump({**TINY, "mlflow": {"tracking_uri": tracking_server.url}})
@@ -126,7 +109,7 @@ def studies(
     (cluster / "snakemake.log").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stderr[-6000:]
     print(f"SLURM run of the tiny study: {elapsed:.0f} s")
-    return {"local": local, "cluster": cluster}
+    return {"local": ehr_study, "cluster": cluster}
 
 
 def slurm_logs(workdir: Path, rule: str) -> dict[str, Path]:
@@ -142,7 +125,7 @@ def test_every_train_and_evaluate_job_ran_as_a_slurm_job(
 ) -> None:
     cluster = studies["cluster"]
     groups = sorted((cluster / "results/tiny/icd").glob("*/bs*/groups/*.spec.json"))
-    assert len(groups) == 4  # 2 protocols × 2 batch sizes, one seed: one group each
+    assert len(groups) == 4  # 2 protocols × 2 batch sizes: one group each, both seeds in it
     job_ids: set[str] = set()
     for rule in ("train", "evaluate"):
         logs = slurm_logs(cluster, rule)
@@ -169,10 +152,10 @@ def test_every_train_and_evaluate_job_ran_as_a_slurm_job(
 def test_cluster_summary_equals_local_summary(studies: dict[str, Path]) -> None:
     local = pd.read_csv(studies["local"] / "results/tiny/summary.csv")
     cluster = pd.read_csv(studies["cluster"] / "results/tiny/summary.csv")
-    assert len(local) == 4
+    assert len(local) == 8
     keep = [c for c in local.columns if c not in TIMING_COLUMNS]
     assert list(cluster.columns) == list(local.columns)
-    pd.testing.assert_frame_equal(cluster[keep], local[keep])
+    pd.testing.assert_frame_equal(cluster[keep], local[keep], check_exact=True)
 
 
 @pytest.mark.slurm

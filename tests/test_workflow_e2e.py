@@ -1,10 +1,10 @@
 """The real Snakemake DAG on a tiny config, in a temporary directory, checked through its outputs and MLflow.
 
-Four datasets: the synthetic ICD events cohort, a user's own wide EHR CSV outside data_synthetic/
-(kind: tabular), and the synthetic MRI cohort through a conv AE (`mri`) and a VQ-VAE (`mri_vq`: the
-same cohort, prepared once; and a name that `mri` is a prefix of). Two protocols: the paper's (epochs)
-and an equal-step budget with sqrt learning-rate scaling. Passed with --configfile, so the default
-datasets must not run.
+Three datasets: the synthetic ICD events cohort, and the synthetic MRI cohort through a conv AE (`mri`)
+and a VQ-VAE (`mri_vq`: the same cohort, prepared once; and a name that `mri` is a prefix of). Two
+protocols: the paper's (epochs) and an equal-step budget with sqrt learning-rate scaling. Passed with
+--configfile, so the default datasets must not run. (A user's own table outside data_synthetic/ is
+tests/test_workflow_protocols.py's.)
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import pandas as pd
 import pytest
 import yaml
 from snakemake_helpers import TINY_ICD, run_snakemake
-
-from ae_batch.data.synthetic_ehr import synthesize_ehr_cohort
 
 MRI = {
     "kind": "mri",
@@ -45,12 +43,11 @@ TINY = {
     },
     "datasets": {
         "icd": TINY_ICD,
-        "wide": {"kind": "tabular", "path": "mydata/ehr.csv", "drop_columns": ["n_phenotypes"]},
         "mri": MRI,
         "mri_vq": {**MRI, "model": {"kind": "vqvae", "codebook_size": 8, "embedding_dim": 2}},
     },
 }
-DATASETS = ["icd", "mri", "mri_vq", "wide"]
+DATASETS = ["icd", "mri", "mri_vq"]
 
 
 def run(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -60,9 +57,6 @@ def run(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("study")
-    synthesize_ehr_cohort(work / "mydata_src", n_subjects=150, n_phenotypes=20, seed=5)
-    (work / "mydata").mkdir()
-    (work / "mydata_src" / "tabular.csv").rename(work / "mydata" / "ehr.csv")
     (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     result = run(work)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -77,7 +71,7 @@ def summary(study: Path) -> pd.DataFrame:
 @pytest.mark.slow
 def test_summary_has_one_row_per_member(summary: pd.DataFrame) -> None:
     assert sorted(summary["dataset"].unique()) == DATASETS  # not the default synthetic ones
-    assert len(summary) == 4 * 2 * 2 * 2
+    assert len(summary) == 3 * 2 * 2 * 2
     assert set(summary["protocol"]) == {"paper", "steps"}
     assert summary["lr_selected"].isna().all()  # no tuned protocol here
     paper, steps = summary[summary["protocol"] == "paper"], summary[summary["protocol"] == "steps"]
@@ -123,7 +117,7 @@ def test_same_initial_state_across_batch_sizes_and_protocols(study: Path, summar
 @pytest.mark.slow
 def test_tables_baselines_noise_scale_stats_and_verdict(study: Path) -> None:
     baselines = pd.read_csv(study / "results/tiny/baselines.csv")
-    widths = {"icd": "pca4", "wide": "pca4", "mri": "pca4", "mri_vq": "pca4"}  # latent widths (VQ: 2 × 2)
+    widths = {"icd": "pca4", "mri": "pca4", "mri_vq": "pca4"}  # latent widths (VQ: 2 × 2)
     assert set(zip(baselines["dataset"], baselines["representation"], strict=True)) == {
         (d, r) for d in DATASETS for r in ("raw", widths[d])
     }
@@ -131,8 +125,8 @@ def test_tables_baselines_noise_scale_stats_and_verdict(study: Path) -> None:
     assert list(noise.columns) == ["dataset", "protocol", "batch_size", "seed", "point", "grad_sq_norm",
                                    "trace_cov", "gradient_noise_scale", "method"]  # fmt: skip
     init = noise[noise["point"] == "init"]
-    assert len(init) == 4 * 2 and init["protocol"].isna().all() and init["batch_size"].isna().all()
-    assert len(noise[noise["point"] == "trained"]) == 32
+    assert len(init) == 3 * 2 and init["protocol"].isna().all() and init["batch_size"].isna().all()
+    assert len(noise[noise["point"] == "trained"]) == 24
     assert (noise["gradient_noise_scale"] > 0).all() and set(noise["method"]) <= {"exact", "two_batch"}
     stats = pd.read_csv(study / "results/tiny/stats.csv")
     assert set(stats["protocol"]) == {"paper", "steps"}
@@ -148,7 +142,7 @@ def test_tables_baselines_noise_scale_stats_and_verdict(study: Path) -> None:
         "laterality_r2_mean",
     }
     folds = pd.read_csv(study / "results/tiny/folds.csv")
-    assert len(folds) == 32 * 3 + 16 * 3 * 3  # sex AUROC everywhere, 3 laterality scores for MRI
+    assert len(folds) == 24 * 3 + 16 * 3 * 3  # sex AUROC everywhere, 3 laterality scores for MRI
 
 
 @pytest.mark.slow
@@ -278,7 +272,7 @@ def test_mlflow_server_shows_the_study_over_rest(study: Path) -> None:
         children = [
             (r, t) for r, t in zip(runs, tags, strict=True) if t.get("ae_batch.level") == "grid_point"
         ]
-        assert len(parents) == 4 and len(children) == 32
+        assert len(parents) == 3 and len(children) == 24
         assert all(t["mlflow.parentRunId"] in parents for _, t in children)
         run_, _ = children[0]
         metrics = {m["key"]: m["value"] for m in run_["data"]["metrics"]}

@@ -110,6 +110,20 @@ def train_group(spec_path: str | Path, threads: int = 1, accelerator: str = "aut
     """Train every member of the group described by ``spec_path``; return (and write) its manifest."""
     started_wall, started_at = time.time(), now_iso()
     spec = read_json(spec_path)
+    from ae_batch.training.checkpoint import StopRequest
+
+    # SIGTERM/SIGINT from here on: training stops at the next step with a checkpoint; after training the
+    # job finishes writing its outputs (a second) instead of dying half-way.
+    stop = StopRequest().install()
+    try:
+        return _train(spec, threads, accelerator, started_wall, started_at, stop)
+    finally:
+        stop.restore()
+
+
+def _train(
+    spec: dict[str, Any], threads: int, accelerator: str, started_wall: float, started_at: str, stop: Any
+) -> dict[str, Any]:
     import torch
 
     from ae_batch.devices import resolve_device
@@ -169,6 +183,7 @@ def train_group(spec_path: str | Path, threads: int = 1, accelerator: str = "aut
             checkpoint_path=checkpoint,
             group_id=group_id,
             on_epoch=progress,
+            stop=stop,
         )
     except BaseException:
         progress.write("interrupted")

@@ -66,13 +66,16 @@ def fit_group(
     checkpoint_path: str | Path | None = None,
     group_id: str = "group",
     on_epoch: Callable[[Any], None] | None = None,
+    stop: StopRequest | None = None,
 ) -> GroupResult:
     """Train ``len(seeds)`` members (member k: ``init_states[k]``, shuffle seed ``seeds[k]``, learning rate
     ``learning_rates[k]``) for ``budget`` as one stacked model.
 
     With ``checkpoint_path`` the run resumes from a checkpoint of the same group there, saves one after
     every epoch, and on SIGTERM/SIGINT saves one at the current step and raises ``TrainingInterrupted``.
-    ``on_epoch(system)`` runs after every epoch (progress reporting).
+    ``on_epoch(system)`` runs after every epoch (progress reporting). ``stop``: an installed
+    :class:`StopRequest` the caller keeps for the whole job (a signal after training then lets the job
+    finish writing its outputs); by default one is installed for the fit only.
     """
     from ae_batch.models.stacked import stack_members
     from ae_batch.training.batches import StackedData
@@ -88,7 +91,8 @@ def fit_group(
         best_params = [t.clone() for t in payload["best_params"]]
         set_rng_states(payload["rng"])
         resumed = {"epoch": state.cursor.epoch, "position": state.cursor.position, "step": state.cursor.step}
-    stop = StopRequest()
+    own_stop = stop is None
+    stop = stop or StopRequest()
 
     def epoch_end(system: StackedSystem) -> None:
         if checkpoint_path:
@@ -117,7 +121,8 @@ def fit_group(
     remaining = budget.epochs - system.state.cursor.epoch
     if remaining > 0:
         trainer = build_trainer(remaining, accelerator)
-        stop.install()
+        if own_stop:
+            stop.install()
         try:
             trainer.fit(system, datamodule=data)
         except (TrainingInterrupted, SystemExit, KeyboardInterrupt) as exc:
@@ -131,7 +136,8 @@ def fit_group(
                 f"of {budget.total_steps}; a checkpoint was saved: rerun to resume"
             ) from exc
         finally:
-            stop.restore()
+            if own_stop:
+                stop.restore()
     st = system.state
     members = [
         MemberResult(

@@ -43,7 +43,6 @@ TRAIN_THREADS = CFG["training"]["threads"]
 ACCELERATOR = CFG["training"]["accelerator"]
 
 check_dataset_paths(CFG, SYNTHETIC_DIR)
-check_executor(workflow, TRACKING_URI)
 check_datasets(STUDY, RESULTS, SYNTHETIC_DIR)
 
 # --cores above this machine's CPUs (the README's `--cores 8` on a 2-core laptop): each job claims a
