@@ -77,6 +77,10 @@ def main() -> None:
 
         summary = pd.read_csv(work / "results/default/summary.csv")
         log = run.stdout + run.stderr
+        kept = RESULTS / "default_study"
+        kept.mkdir(parents=True, exist_ok=True)
+        for name in ("verdict.csv", "verdict_vs_paper.csv", "noise_scale.csv", "stats.csv", "summary.csv"):
+            shutil.copy(work / "results/default" / name, kept / name)
     rules = rule_seconds(log)
     from importlib.metadata import version
 

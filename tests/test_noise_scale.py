@@ -309,7 +309,16 @@ def test_falls_back_to_two_batch_when_the_loss_does_not_vmap() -> None:
             raise AssertionError
         return base(model, xb)
 
-    model, x = _tiny_mlp(), _binary(24, 12)
+    class NotOnlyLinear(nn.Module):  # a parameter outside any Linear: no fast path, the vmap one
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner, self.gain = _tiny_mlp(), nn.Parameter(torch.ones(()))
+
+        def forward(self, xb: torch.Tensor) -> Any:
+            out = self.inner(xb)
+            return type(out)(recon=out.recon * self.gain, latent=out.latent, aux_loss=out.aux_loss)
+
+    model, x = NotOnlyLinear(), _binary(24, 12)
     with pytest.warns(RuntimeWarning, match="vmap"):
         got = noise_scale(model, x, not_vmappable, "exact", seed=3)
     assert got == noise_scale(model, x, base, "two_batch", seed=3)
@@ -328,3 +337,21 @@ def test_result_type() -> None:
     r = noise_scale(_Planted(1), torch.tensor([[0.0], [0.0]], dtype=torch.float64), _planted_loss, "exact")
     assert isinstance(r, NoiseScale)
     assert r.grad_sq_norm == 0 and math.isnan(r.gradient_noise_scale)  # |G|² = 0: no finite ratio
+
+
+def test_linear_fast_path_equals_per_sample_gradients_from_torch_func() -> None:
+    """An MLP's exact noise scale comes from one backward pass (outer-product norms); it must equal the
+    torch.func per-sample computation, which the fast path skips."""
+    from ae_batch.evaluation import noise_scale as module
+    from ae_batch.models.components import MLPAutoencoder
+
+    torch.manual_seed(0)
+    model = MLPAutoencoder(30, (16, 8), 4)
+    x = (torch.rand(200, 30) < 0.2).float()
+    fast = module.noise_scale(model, x, module.autoencoder_loss("mse"), "exact", chunk_size=64)
+    with module._eval_mode(model):  # noqa: SLF001 - the general path, called directly
+        general = module._exact(model, x, module.autoencoder_loss("mse"), 64)  # noqa: SLF001
+    assert fast.method == general.method == "exact"
+    assert fast.grad_sq_norm == pytest.approx(general.grad_sq_norm, rel=1e-9)
+    assert fast.trace_cov == pytest.approx(general.trace_cov, rel=1e-9)
+    assert all(p.grad is None for p in model.parameters())  # the model is left as it was

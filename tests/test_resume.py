@@ -20,7 +20,7 @@ from ae_batch.config import ProtocolConfig
 from ae_batch.errors import TrainingInterrupted
 from ae_batch.io import read_json
 from ae_batch.stages.train import train_group
-from ae_batch.training import loop
+from ae_batch.training import checkpoint, loop
 
 PROTOCOL = ProtocolConfig("paper", "epochs", epochs=4)
 MEMBERS = [(0, 1e-3), (1, 3e-3)]
@@ -74,7 +74,7 @@ def test_stop_then_resume_is_bitwise_identical(
     spec = make_spec(tmp_path, tiny_prepared["events"], 4, MEMBERS, PROTOCOL)
     _StopAfter.n = stop_at
     with monkeypatch.context() as m:
-        m.setattr(loop, "StopRequest", _StopAfter)
+        m.setattr(checkpoint, "StopRequest", _StopAfter)  # the train stage installs one for the whole job
         with pytest.raises(TrainingInterrupted, match=f"step {stop_at} of 72"):
             train_group(spec, accelerator="cpu")
     groups = spec.parent

@@ -188,6 +188,67 @@ def _exact(model: nn.Module, x: torch.Tensor, loss_fn: PerSampleLoss, chunk_size
     return _result(mean_sq, trace, "exact", n)
 
 
+def _linear_only(model: nn.Module, trainable: dict[str, torch.Tensor]) -> list[nn.Linear] | None:
+    """The model's Linear layers if every trainable parameter belongs to one (an MLP), else None."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    owned = {id(p) for m in linears for p in m.parameters()}
+    if not linears or any(id(p) not in owned for p in trainable.values()):
+        return None
+    return linears
+
+
+def _exact_linear(
+    model: nn.Module, linears: list[nn.Linear], x: torch.Tensor, loss_fn: PerSampleLoss, chunk_size: int
+) -> NoiseScale:
+    """The exact method for a model whose parameters are all in Linear layers fed ``[N, features]``.
+
+    A Linear layer's per-sample weight gradient is the outer product δ_i a_iᵀ of the gradient at its
+    output and its input, so ``||g_i||² = Σ_layers ||δ_i||² (||a_i||² + 1)`` (the 1: the bias) and
+    ``Σ_i g_i = Σ_layers δᵀ a`` come from one ordinary forward and backward pass of the summed per-sample
+    losses, without materialising any per-sample gradient (Goodfellow 2015). Same numbers as the
+    ``torch.func`` path (a test holds them together), tens of times faster.
+    """
+    n = x.shape[0]
+    inputs: dict[int, torch.Tensor] = {}
+    outputs: dict[int, torch.Tensor] = {}
+    handles = []
+    for i, layer in enumerate(linears):
+        handles.append(
+            layer.register_forward_hook(lambda m, a, out, i=i: inputs.__setitem__(i, a[0].detach()))
+        )
+        handles.append(
+            layer.register_full_backward_hook(lambda m, gi, go, i=i: outputs.__setitem__(i, go[0].detach()))
+        )
+    sums = [
+        [torch.zeros_like(p, dtype=torch.float64) for p in (m.weight, m.bias) if p is not None]
+        for m in linears
+    ]
+    sq = torch.zeros((), dtype=torch.float64, device=x.device)
+    try:
+        with torch.enable_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Full backward hook is firing.*")
+            for start in range(0, n, chunk_size):
+                xb = x[start : start + chunk_size]
+                model.zero_grad(set_to_none=True)
+                _checked(loss_fn(model, xb), len(xb)).sum().backward()
+                for i, layer in enumerate(linears):
+                    a, d = inputs[i].double(), outputs[i].double()
+                    if a.dim() != 2:
+                        raise ValueError("Linear layer input is not [N, features]")
+                    per = d.pow(2).sum(1) * (a.pow(2).sum(1) + (1.0 if layer.bias is not None else 0.0))
+                    sq += per.sum()
+                    sums[i][0] += d.t() @ a
+                    if layer.bias is not None:
+                        sums[i][1] += d.sum(0)
+    finally:
+        for h in handles:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+    mean_sq = sum(float((t / n).pow(2).sum()) for layer in sums for t in layer)
+    trace = (float(sq) - n * mean_sq) / (n - 1)
+    return _result(mean_sq, trace, "exact", n)
+
+
 def _vmap_problem(model: nn.Module, x: torch.Tensor, loss_fn: PerSampleLoss) -> str | None:
     """Why the exact method cannot run (the error of a one-sample vmapped probe), or None if it can.
 
@@ -339,6 +400,9 @@ def noise_scale(
     chosen = choose_method(n, n_params, method, max_exact_cost)
 
     with _eval_mode(model):
+        linears = _linear_only(model, _trainable(model)) if chosen == "exact" and x.dim() == 2 else None
+        if linears is not None:
+            return _exact_linear(model, linears, x, per_sample_loss, chunk_size)
         if chosen == "exact":
             problem = _vmap_problem(model, x, per_sample_loss)
             if problem is None:

@@ -117,6 +117,7 @@ def evaluate_member(
             noise.method,
             seed=int(record["seed"]),
             max_exact_cost=noise.max_exact_cost,
+            chunk_size=64,
         )
         results["gradient_noise_scale"] = ns.gradient_noise_scale
         write_json(member_dir / "noise_scale.json", {**ns.__dict__, "point": "trained"})

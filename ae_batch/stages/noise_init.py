@@ -47,7 +47,13 @@ def noise_at_init(
     for seed, path in zip(seeds, init_paths, strict=True):
         net = load_model(path, model, data.input_shape, data.meta.get("activation", "sigmoid"))
         ns = noise_scale(
-            net, x, autoencoder_loss(loss), noise.method, seed=int(seed), max_exact_cost=noise.max_exact_cost
+            net,
+            x,
+            autoencoder_loss(loss),
+            noise.method,
+            seed=int(seed),
+            max_exact_cost=noise.max_exact_cost,
+            chunk_size=64,
         )
         rows.append(
             {
