@@ -103,7 +103,11 @@ def verdict(d: dict[str, Any]) -> str:
              "|---|---|---|" + "---|" * comparison["protocol"].nunique()]  # fmt: skip
     for (dataset, metric), part in comparison.groupby(["dataset", "metric"], sort=False):
         cells = {r.protocol: f"{r.direction} → **{r.reading}**" for r in part.itertuples()}
-        row = verdicts[(verdicts["dataset"] == dataset) & (verdicts["metric"] == metric) & (verdicts["protocol"] == "paper")]
+        row = verdicts[
+            (verdicts["dataset"] == dataset)
+            & (verdicts["metric"] == metric)
+            & (verdicts["protocol"] == "paper")
+        ]
         rho = f" (ρ {row['spearman_rho'].iloc[0]:+.2f})" if len(row) else ""
         lines.append(f"| {dataset} | {metric} | {part['reference_direction'].iloc[0]}{rho} | "
                      + " | ".join(cells[p] for p in sorted(cells)) + " |")  # fmt: skip
@@ -111,7 +115,11 @@ def verdict(d: dict[str, Any]) -> str:
     init = noise[noise["point"] == "init"].groupby("dataset")["gradient_noise_scale"]
     scales = ", ".join(f"{ds} {m:.3g} (sd {sd:.2g}, {n} seeds)" for ds, m, sd, n in
                        zip(init.mean().index, init.mean(), init.std(), init.count(), strict=True))  # fmt: skip
-    return "\n".join(lines) + f"\n\nGradient noise scale B_simple at init (mean over seeds): {scales}.\n\n" + _source(d)
+    return (
+        "\n".join(lines)
+        + f"\n\nGradient noise scale B_simple at init (mean over seeds): {scales}.\n\n"
+        + _source(d)
+    )
 
 
 BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {

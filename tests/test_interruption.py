@@ -39,7 +39,9 @@ def _start(work: Path) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def _kill_when(work: Path, trigger: Callable[[Path], bool], sig: int = signal.SIGKILL, timeout: float = 300) -> bool:
+def _kill_when(
+    work: Path, trigger: Callable[[Path], bool], sig: int = signal.SIGKILL, timeout: float = 300
+) -> bool:
     """Start the study; when ``trigger`` holds, send ``sig`` to its whole process group (Snakemake and
     its jobs, as Ctrl-C or a killed node would); True if it fired."""
     proc = _start(work)
@@ -60,7 +62,9 @@ def _kill_when(work: Path, trigger: Callable[[Path], bool], sig: int = signal.SI
 
 def _log_has(pattern: str, text: str = "") -> Callable[[Path], bool]:
     def check(work: Path) -> bool:
-        return any(text in log.read_text(errors="replace") for log in (work / "results/kill/logs").glob(pattern))
+        return any(
+            text in log.read_text(errors="replace") for log in (work / "results/kill/logs").glob(pattern)
+        )
 
     return check
 
@@ -79,7 +83,9 @@ def _same_tables(work: Path, reference: Path) -> None:
     got = pd.read_csv(work / "results/kill/summary.csv").drop(columns=TIMING_COLUMNS)
     pd.testing.assert_frame_equal(got, ref)  # identical, not just close: same config + seed ⇒ same result
     for name in ("stats.csv", "verdict.csv", "baselines.csv", "folds.csv", "noise_scale.csv"):
-        pd.testing.assert_frame_equal(pd.read_csv(work / "results/kill" / name), pd.read_csv(reference / "results/kill" / name))
+        pd.testing.assert_frame_equal(
+            pd.read_csv(work / "results/kill" / name), pd.read_csv(reference / "results/kill" / name)
+        )
 
 
 @pytest.mark.slow
@@ -110,7 +116,9 @@ def test_killed_at_four_points_then_the_readme_command_resumes(tmp_path: Path, r
     exp = client.get_experiment_by_name("ae-batch-kill")
     runs = client.search_runs([exp.experiment_id], max_results=500)
     children = [r for r in runs if r.data.tags.get("ae_batch.level") == "grid_point"]
-    assert sorted(r.info.run_name for r in children) == [f"paper-bs{b}-seed{s}" for b in (1, 16) for s in (0, 1)]
+    assert sorted(r.info.run_name for r in children) == [
+        f"paper-bs{b}-seed{s}" for b in (1, 16) for s in (0, 1)
+    ]
     assert {r.info.status for r in children} == {"FINISHED"}
     for child in children:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val/loss")]
@@ -148,15 +156,21 @@ def test_sigterm_to_a_train_job_saves_and_the_study_fails_honestly_then_complete
 
     client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
     exp = client.get_experiment_by_name("ae-batch-kill")
-    parents = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("ae_batch.level") == "dataset"]
+    parents = [
+        r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("ae_batch.level") == "dataset"
+    ]
     assert [p.info.status for p in parents] == ["FAILED"]
     result = run_snakemake(work, "study.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "resumed at epoch" in "".join(p.read_text() for p in (work / "results/kill/logs/train").glob("*bs1*.log"))
+    assert "resumed at epoch" in "".join(
+        p.read_text() for p in (work / "results/kill/logs/train").glob("*bs1*.log")
+    )
     for member in ("seed0", "seed1"):
         history = pd.read_csv(work / f"results/kill/icd/paper/bs1/{member}/history.csv")
         assert list(history["epoch"]) == list(range(1, epochs + 1))  # each epoch exactly once
-    parents = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("ae_batch.level") == "dataset"]
+    parents = [
+        r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("ae_batch.level") == "dataset"
+    ]
     assert [p.info.status for p in parents] == ["FINISHED"]
 
 

@@ -84,7 +84,10 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow
 
 @pytest.fixture(scope="module")
 def studies(
-    slurm: SlurmCluster, tracking_server: MlflowServer, ehr_study: Path, tmp_path_factory: pytest.TempPathFactory
+    slurm: SlurmCluster,
+    tracking_server: MlflowServer,
+    ehr_study: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Path]:
     """The same study run locally (the session's, sqlite, --cores 2) and on SLURM (the server)."""
     cluster = tmp_path_factory.mktemp("cluster")

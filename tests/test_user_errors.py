@@ -47,7 +47,14 @@ def test_text_in_a_numeric_column(tmp_path: Path) -> None:
 def test_a_third_sex_value(tmp_path: Path) -> None:
     table = _table(tmp_path)
     table.loc[7, "sex"] = "X"
-    _first_lines(_study(tmp_path, table), "data/ehr.csv", "'sex'", f"subject {table.loc[7, 'subject_id']}", "line 9", "'X'")
+    _first_lines(
+        _study(tmp_path, table),
+        "data/ehr.csv",
+        "'sex'",
+        f"subject {table.loc[7, 'subject_id']}",
+        "line 9",
+        "'X'",
+    )
 
 
 @pytest.mark.slow
@@ -65,7 +72,12 @@ def test_a_missing_column_with_a_suggestion(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_column_named_in_the_config_but_absent(tmp_path: Path) -> None:
-    _first_lines(_study(tmp_path, _table(tmp_path), drop_columns=["bmii"]), "data/ehr.csv", "'bmii'", "did you mean 'bmi'?")
+    _first_lines(
+        _study(tmp_path, _table(tmp_path), drop_columns=["bmii"]),
+        "data/ehr.csv",
+        "'bmii'",
+        "did you mean 'bmi'?",
+    )
 
 
 @pytest.mark.slow

@@ -59,9 +59,16 @@ def test_the_confounds_example_runs_on_a_users_own_table(tmp_path: Path) -> None
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("ae-batch-confounds")
-    children = [r for r in client.search_runs([exp.experiment_id], max_results=500) if r.data.tags.get("ae_batch.level") == "grid_point"]
+    children = [
+        r
+        for r in client.search_runs([exp.experiment_id], max_results=500)
+        if r.data.tags.get("ae_batch.level") == "grid_point"
+    ]
     assert len(children) == len(summary)  # every learning rate of the grid stays visible
-    assert {r.data.tags["lr_selected"] for r in children if r.data.params["protocol"] == "tuned"} == {"true", "false"}
+    assert {r.data.tags["lr_selected"] for r in children if r.data.params["protocol"] == "tuned"} == {
+        "true",
+        "false",
+    }
 
 
 @pytest.mark.slow
@@ -73,10 +80,14 @@ def test_stacking_changes_no_result(ehr_study: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     alone = pd.read_csv(tmp_path / "results/tiny/summary.csv")
     stacked = pd.read_csv(ehr_study / "results/tiny/summary.csv")
-    assert alone["train_group"].nunique() == len(alone) and stacked["train_group"].nunique() == len(stacked) // 2
+    assert (
+        alone["train_group"].nunique() == len(alone) and stacked["train_group"].nunique() == len(stacked) // 2
+    )
     keep = [c for c in stacked.columns if c not in TIMING_COLUMNS]
     numeric = [c for c in keep if pd.api.types.is_float_dtype(stacked[c])]
-    pd.testing.assert_frame_equal(alone[[c for c in keep if c not in numeric]], stacked[[c for c in keep if c not in numeric]])
+    pd.testing.assert_frame_equal(
+        alone[[c for c in keep if c not in numeric]], stacked[[c for c in keep if c not in numeric]]
+    )
     for col in numeric:
         a, b = alone[col].to_numpy(float), stacked[col].to_numpy(float)
         tol = 1e-6 if col.endswith("recon_loss") else 1e-4
