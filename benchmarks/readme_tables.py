@@ -46,8 +46,8 @@ def throughput(d: dict[str, Any]) -> str:
         mark = "" if c["met"] else " **(missed)**"
         lines.append(
             f"| {names[c['model']]} | {c['batch_size']} | {c['members']} | {c['stacked']:,.0f} | {c['loop']:,.0f} "
-            f"| {c['fused_loop']:,.0f} | {c['ratio_loop']:.2f} (≥ {c['target_loop']}) "
-            f"| {c['ratio_fused_loop']:.2f} (≥ {c['target_fused_loop']}){mark} |"
+            f"| {c['fused_loop']:,.0f} | {c['ratio_loop']:.3f} (≥ {c['target_loop']}) "
+            f"| {c['ratio_fused_loop']:.3f} (≥ {c['target_fused_loop']}){mark} |"
         )
     return "\n".join(lines) + "\n\n" + _source(d)
 
@@ -74,7 +74,8 @@ def memory(d: dict[str, Any]) -> str:
     lines = ["| model | members K | peak RSS (MB) | per extra member (MB) |", "|---|---|---|---|"]
     for r in d["rows"]:
         lines.append(
-            f"| {r['model']} | {r['members']} | {r['peak_rss_mb']:,.0f} | {r['per_member_mb']:,.1f} |"
+            f"| {r['model']} | {r['members']} | {r['peak_rss_mb']:,.0f} | "
+            + (f"{r['per_member_mb']:,.1f} |" if r["members"] > 1 else "— |")
         )
     return "\n".join(lines) + "\n\n" + _source(d)
 
@@ -148,18 +149,26 @@ def render() -> dict[str, str]:
     return out
 
 
+def updated_readme(text: str) -> str:
+    """``text`` (the README) with every bench block re-rendered from the result files."""
+    for name, body in render().items():
+        pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(<!-- /bench:{name} -->)", re.S)
+        text, found = pattern.subn(
+            lambda m, body=body: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text
+        )
+        if found != 1:
+            raise SystemExit(f"README.md has {found} `<!-- bench:{name} -->` blocks, expected 1")
+    return text
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--write", action="store_true", help="rewrite the blocks in README.md")
     a = p.parse_args()
-    blocks = render()
-    text = README.read_text()
-    for name, body in blocks.items():
+    for name, body in render().items():
         print(f"--- {name}\n{body}\n")
-        pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(\n<!-- /bench:{name} -->)", re.S)
-        text = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), text)
     if a.write:
-        README.write_text(text)
+        README.write_text(updated_readme(README.read_text()))
 
 
 if __name__ == "__main__":

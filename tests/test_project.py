@@ -61,3 +61,16 @@ def test_snakemake_internals_we_rely_on_are_still_there() -> None:
 
     assert isinstance(Workflow.local_exec, property)
     assert isinstance(Workflow.cores, property)
+
+
+def test_the_readme_figures_are_the_benchmark_files() -> None:
+    """Every figure block of the README is what `benchmarks/readme_tables.py` renders from
+    `benchmarks/results/`: none is typed or edited by hand, none is stale."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_tables", REPO / "benchmarks/readme_tables.py")
+    assert spec is not None and spec.loader is not None
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    assert README.count("<!-- bench:") == len(tables.BLOCKS) >= 6
+    assert tables.updated_readme(README) == README, "run `python benchmarks/readme_tables.py --write`"
