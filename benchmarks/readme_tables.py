@@ -7,7 +7,9 @@ table rendered from ``benchmarks/results/``:
 * ``startup``: ``startup.py`` (job start-up, ``snakemake -n``);
 * ``study``: ``study_time.py`` (the default study from scratch, where the time goes);
 * ``memory``: ``train_memory.py`` (peak memory of a train job against K);
-* ``paper_scale``: ``paper_scale.py`` (one run at Kerley et al.'s EHR scale).
+* ``paper_scale``: ``paper_scale.py`` (one run at Kerley et al.'s EHR scale);
+* ``resume``: ``resume_saved.py`` (what resuming a killed train job saves);
+* ``verdict``: ``study_time.py`` (the default study's answer).
 
     python benchmarks/readme_tables.py            # print the blocks
     python benchmarks/readme_tables.py --write    # and rewrite them in README.md
@@ -123,6 +125,16 @@ def verdict(d: dict[str, Any]) -> str:
     )
 
 
+def resume(d: dict[str, Any]) -> str:
+    return (
+        f"A train job of {d['epochs']} epochs (6 EHR members stacked) took {d['full_seconds']:.1f} s in full. "
+        f"SIGKILLed after epoch {d['killed_after_epoch']} and run again, it {d['resume_line'].split('] ')[-1]} and "
+        f"finished in {d['resumed_seconds']:.1f} s: **{d['saved_seconds']:.1f} s saved** against a full retrain, "
+        f"weights {'bitwise identical' if d['bitwise_identical'] else 'NOT identical'} to the uninterrupted run's.\n\n"
+        + _source(d)
+    )
+
+
 BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "verdict": verdict,
     "throughput": throughput,
@@ -130,6 +142,7 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "study": study,
     "memory": memory,
     "paper_scale": paper_scale,
+    "resume": resume,
 }
 FILES = {
     "verdict": "study_time",
@@ -138,6 +151,7 @@ FILES = {
     "study": "study_time",
     "memory": "train_memory",
     "paper_scale": "paper_scale",
+    "resume": "resume",
 }
 
 
