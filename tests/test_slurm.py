@@ -208,3 +208,37 @@ def test_cluster_executor_refuses_sqlite_tracking(tmp_path: Path) -> None:
     assert not (tmp_path / "mlflow.db").exists()  # not even the tracking store was touched
     assert not (tmp_path / ".snakemake/slurm_logs").exists()  # no job was submitted
     assert not (tmp_path / "data_synthetic").exists()
+
+
+def _job_resources(output: str) -> dict[str, list[str]]:
+    """rule → the ``resources:`` line of each of its jobs in a dry run's listing."""
+    jobs: dict[str, list[str]] = {}
+    rule = None
+    for line in output.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("rule ", "localrule ")) and stripped.endswith(":"):
+            rule = stripped.split()[1].rstrip(":")
+        elif rule and stripped.startswith("resources:"):
+            jobs.setdefault(rule, []).append(stripped)
+            rule = None
+    return jobs
+
+
+@pytest.mark.parametrize("accelerator", ["cuda", "cpu"])
+def test_train_and_evaluate_jobs_ask_for_a_gpu_when_the_config_asks_for_cuda(
+    tmp_path: Path, accelerator: str
+) -> None:
+    """What the SLURM plugin turns into `--gpus=1`: a `gpu=1` resource on train and evaluate jobs, and on
+    no other, when `training.accelerator` asks for CUDA; none with `cpu` (checked in a dry run)."""
+    config = {**TINY, "training": {**TINY["training"], "accelerator": accelerator}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--configfile", "tiny.yaml", "-n", "--cores", "2"],
+        cwd=tmp_path, env=snakemake_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = _job_resources(result.stdout + result.stderr)
+    assert len(jobs.get("train", [])) == 4 and len(jobs.get("evaluate", [])) == 4, sorted(jobs)
+    for rule, lines in jobs.items():
+        wants_gpu = accelerator == "cuda" and rule in ("train", "evaluate")
+        assert all(("gpu=1" in line) == wants_gpu for line in lines), (rule, lines)
