@@ -12,6 +12,7 @@ Skipped, with the reason, without PostgreSQL (`apt-get install -y postgresql`) o
 from __future__ import annotations
 
 import importlib.util
+import json
 import secrets
 import subprocess
 import sys
@@ -173,6 +174,11 @@ def test_experiment_parent_and_one_finished_child_per_member(deployment: Deploym
     assert len(parents) == 1
     parent = parents[0]
     assert parent["info"]["status"] == "FINISHED"
+    params = {p["key"]: p["value"] for p in parent["data"].get("params", [])}
+    assert json.loads(params["batch_sizes"]) == [2, 16] and json.loads(params["seeds"]) == [0]
+    assert set(json.loads(params["protocols"])) == {"paper", "steps"}
+    parent_metrics = {m["key"] for m in parent["data"].get("metrics", [])}
+    assert any(k.startswith("verdict.paper.test_recon_loss.") for k in parent_metrics), sorted(parent_metrics)
     # the experiment was created by the non-admin user of the environment (its creator gets MANAGE;
     # only an admin may read permissions)
     permission = deployment.api(
@@ -196,6 +202,11 @@ def test_experiment_parent_and_one_finished_child_per_member(deployment: Deploym
         metrics = {m["key"]: m["value"] for m in by_id[row.mlflow_run_id]["data"]["metrics"]}
         assert metrics["test_recon_loss"] == pytest.approx(row.test_recon_loss, rel=1e-12)
         assert metrics["val_recon_loss"] == pytest.approx(row.val_recon_loss, rel=1e-12)
+        history = deployment.get(
+            "/api/2.0/mlflow/metrics/get-history", run_id=row.mlflow_run_id, metric_key="val/loss"
+        )["metrics"]
+        steps = [m["step"] for m in history]
+        assert len(steps) >= 3 and len(set(steps)) == len(steps), steps  # every validation point, once
 
 
 def _files(deployment: Deployment, run_id: str, path: str = "") -> list[str]:
