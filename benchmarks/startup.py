@@ -1,6 +1,8 @@
 """Start-up cost of `ae-batch` jobs and of `snakemake -n`: what every Snakemake job pays once.
 
-* ``import <stage>``: a fresh interpreter importing what the subcommand imports before any work;
+* ``import <stage>``: a fresh interpreter importing what the subcommand imports, start to exit (the exit of
+  an interpreter holding torch, scipy and matplotlib takes most of a second, which is why the train job
+  logs its first step before this time);
 * ``ae-batch train``: a real train job of one optimizer step on a small prepared dataset, timed from
   start to the log line it writes after that step and its validation pass (an upper bound of "start-up
   to the first optimizer step"), and to its exit (after writing its outputs);
