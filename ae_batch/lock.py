@@ -36,16 +36,22 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _alive(owner: dict[str, Any]) -> bool:
-    pid = int(owner.get("pid", -1))
-    if pid <= 0:
-        return False
+def pid_alive(pid: Any) -> bool:
+    """False only when no process ``pid`` exists on this host; someone else's process, or a value that
+    cannot be checked, counts as alive (never declare a live owner gone)."""
     try:
-        os.kill(pid, 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError, ValueError, TypeError):
         return True
+    return True
+
+
+def _alive(owner: dict[str, Any]) -> bool:
+    pid = int(owner.get("pid", -1))
+    if pid <= 0 or not pid_alive(pid):
+        return False
     started = _start_time(pid)
     return started is None or started == owner.get("start_ticks")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Any
 from ae_batch.config import StudyConfig, load_study_config, study_config
 from ae_batch.errors import ConfigError
 from ae_batch.grid import cell_dir, cells, group_file, member_dir, plan_groups, prepared_key
+from ae_batch.lock import pid_alive
 from ae_batch.status_model import CellStatus, GroupStatus, StudyStatus
 from ae_batch.status_render import duration, render
 from ae_batch.training.protocols import budget_for
@@ -46,16 +46,6 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 def _finite(x: Any) -> float | None:
     return float(x) if isinstance(x, int | float) and math.isfinite(x) else None
-
-
-def pid_alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError, TypeError):
-        return True  # someone else's process, or nothing we can check: assume it runs
-    return True
 
 
 def samples_per_member(study: StudyConfig, cell: tuple[str, str, int], n_train: int) -> int:
