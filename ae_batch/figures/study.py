@@ -30,6 +30,7 @@ from ae_batch.figures.curves import plot_learning_curves
 from ae_batch.figures.losses import plot_recon_loss_distributions
 from ae_batch.figures.metrics import plot_metric_vs_batch_size
 from ae_batch.figures.projections import plot_latent_projections
+from ae_batch.grid import cell_dir
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def member_dirs(
                 "figures: %s/%s bs%d seed%d counted twice; using %s", dataset, protocol, *key, dirs[key]
             )
             continue
-        dirs[key] = study_dir / dataset / protocol / f"bs{key[0]}" / name
+        dirs[key] = cell_dir(study_dir, dataset, protocol, key[0]) / name
     return dict(sorted(dirs.items()))
 
 
